@@ -1,0 +1,3 @@
+from forgegit.cli import main
+
+main()

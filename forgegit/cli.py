@@ -1,0 +1,71 @@
+"""The `forgegit` command line: a thin click layer over the library.
+
+Each subcommand lives in `forgegit/commands/<name>.py` and is imported only when used.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Optional
+
+import click
+
+from . import __version__
+from .errors import ForgegitError
+
+COMMANDS = {
+    "init": "Scaffold forgegit.toml, functions/ and an example task file.",
+    "check": "Validate function files without running them.",
+    "eval": "Evaluate the functions at a git revision on a task set.",
+    "train": "Train the functions: optimizer epochs as commits on a training branch.",
+    "log": "Show a training run's learning curve from the git notes.",
+    "pr": "Push the training branch and open or update its pull request.",
+    "demo": "Run a complete offline training against a scripted model.",
+    "cache": "Inspect or clear the model-response cache.",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports `forgegit.commands.<name>` only when that command runs (fast start-up)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"forgegit.commands.{name}")
+        cmd: click.Command = getattr(module, "command")
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(COMMANDS.items()))
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="forgegit")
+def cli() -> None:
+    """Train an LLM agent's functions (its tools) on git."""
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """Entry point: ForgegitError becomes one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        return cli.main(args=argv, prog_name="forgegit", standalone_mode=False)
+    except ForgegitError as exc:
+        click.echo(f"forgegit: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("forgegit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("forgegit: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""One module per subcommand; each exports a click command named `command`."""

@@ -1,0 +1,169 @@
+"""Settings: defaults, overridden by `forgegit.toml`, overridden by CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ForgegitError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILE = "forgegit.toml"
+
+
+class ConfigError(ForgegitError):
+    """forgegit.toml is malformed or holds an unknown key or a value of the wrong type."""
+
+
+@dataclass
+class Settings:
+    """Every setting, with its default. Each field's metadata["doc"] documents it in `forgegit init`."""
+
+    model: str = field(default="gpt-4o-mini", metadata={"doc": "Model the agent uses (any OpenAI-compatible endpoint: OPENAI_BASE_URL, OPENAI_API_KEY)."})
+    optimizer_model: str = field(default="", metadata={"doc": "Model that proposes function edits; empty means the same as `model`."})
+    tasks: str = field(default="tasks/train.jsonl", metadata={"doc": "Training task file (JSONL, one task a line)."})
+    val: str = field(default="", metadata={"doc": "Validation task file for the final gate; empty means the training file."})
+    test: str = field(default="", metadata={"doc": "Sealed test file: never shown to the optimizer, scored once at the end of a run."})
+    question_field: str = field(default="question", metadata={"doc": "Field of a task line that holds the question."})
+    answer_field: str = field(default="answer", metadata={"doc": "Field of a task line that holds the expected answer."})
+    checker: str = field(default="default", metadata={"doc": "Answer checker: default, exact, numeric, contains, math, gsm8k, or module:function."})
+    agent: str = field(default="builtin", metadata={"doc": "Agent: builtin (OpenAI tool-calling loop) or module:function."})
+    system_prompt: str = field(default="", metadata={"doc": "Extra instructions for the built-in agent's system prompt."})
+    max_turns: int = field(default=8, metadata={"doc": "Most model turns the built-in agent takes on one task."})
+    temperature: float = field(default=0.0, metadata={"doc": "Sampling temperature for the agent (0 makes responses cacheable)."})
+    python_tool: bool = field(default=True, metadata={"doc": "Offer the agent a `python` tool that runs code with the functions importable."})
+    concurrency: int = field(default=8, metadata={"doc": "Most tasks evaluated at once."})
+    tool_timeout: float = field(default=10.0, metadata={"doc": "Seconds one function call may run in the sandbox."})
+    memory_mb: int = field(default=512, metadata={"doc": "Memory limit of a sandbox worker, in MiB."})
+    max_output: int = field(default=20000, metadata={"doc": "Most characters of a tool result kept (the rest is cut)."})
+    cache: bool = field(default=True, metadata={"doc": "Reuse recorded evaluations and cached model responses (--no-cache turns it off)."})
+    epochs: int = field(default=5, metadata={"doc": "Most training epochs."})
+    patience: int = field(default=2, metadata={"doc": "Stop after this many epochs in a row without improvement."})
+    max_actions: int = field(default=3, metadata={"doc": "Most function edits the optimizer may make in one epoch."})
+    gate: str = field(default="mcnemar", metadata={"doc": "Epoch gate: mcnemar (paired exact test), bootstrap (paired bootstrap) or delta (plain min_delta)."})
+    alpha: float = field(default=0.1, metadata={"doc": "Significance level of the mcnemar/bootstrap gate."})
+    min_delta: float = field(default=0.0, metadata={"doc": "Least score gain an epoch must bring to be kept (all gates)."})
+    batch_size: int = field(default=0, metadata={"doc": "Tasks sampled per epoch (0 = all): the gate compares the same sample before and after."})
+    budget_tokens: int = field(default=0, metadata={"doc": "Stop training cleanly once this many tokens are spent (0 = no limit)."})
+    budget_usd: float = field(default=0.0, metadata={"doc": "Stop training cleanly once this much is spent, in USD (0 = no limit)."})
+    optimizer_context_tokens: int = field(default=12000, metadata={"doc": "Token budget for the trajectories shown to the optimizer."})
+    seed: int = field(default=0, metadata={"doc": "Seed for sampling minibatches and the bootstrap."})
+    prices: dict[str, Any] = field(default_factory=dict, metadata={"doc": "USD per 1M tokens by model, e.g. {\"my-model\" = {prompt = 0.5, completion = 1.5}}."})
+
+    @property
+    def effective_optimizer_model(self) -> str:
+        return self.optimizer_model or self.model
+
+    @property
+    def effective_val(self) -> str:
+        return self.val or self.tasks
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        """A copy with the given (non-None) values replaced."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_TYPES = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _check_type(name: str, value: Any, where: str) -> Any:
+    default = getattr(Settings(), name)
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool) or kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_config(text: str, where: str = CONFIG_FILE) -> Settings:
+    """Settings from TOML text. Keys may sit at top level or in [agent], [train], [limits] tables."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("agent", "train", "limits", "data"):
+            for k, v in value.items():
+                flat[k] = v
+        else:
+            flat[key] = value
+    values: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key not in _TYPES:
+            close = [k for k in _TYPES if k.startswith(key[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        values[key] = _check_type(key, value, where)
+    settings = Settings(**values)
+    validate(settings, where)
+    return settings
+
+
+def validate(s: Settings, where: str = "settings") -> None:
+    """Range checks that apply however a value was set."""
+    positive = {"max_turns": s.max_turns, "concurrency": s.concurrency, "memory_mb": s.memory_mb, "max_output": s.max_output}
+    for name, v in positive.items():
+        if v < 1:
+            raise ConfigError(f"{where}: {name} must be at least 1, got {v}")
+    if s.tool_timeout <= 0:
+        raise ConfigError(f"{where}: tool_timeout must be positive, got {s.tool_timeout}")
+    if s.epochs < 0 or s.patience < 1 or s.max_actions < 1:
+        raise ConfigError(f"{where}: epochs must be >= 0, patience and max_actions >= 1")
+    if s.gate not in ("mcnemar", "bootstrap", "delta"):
+        raise ConfigError(f"{where}: gate must be mcnemar, bootstrap or delta, got {s.gate!r}")
+    if not 0 < s.alpha < 1:
+        raise ConfigError(f"{where}: alpha must be between 0 and 1, got {s.alpha}")
+
+
+def load_settings(root: str | Path, path: Optional[str | Path] = None) -> Settings:
+    """Settings from forgegit.toml in root (defaults when there is none)."""
+    p = Path(path) if path else Path(root) / CONFIG_FILE
+    if not p.exists():
+        if path:
+            raise ConfigError(f"{p}: config file not found")
+        return Settings()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read ({exc})") from None
+    return parse_config(text, str(p))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{}" if not v else "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def render_config(settings: Optional[Settings] = None) -> str:
+    """A forgegit.toml with every key documented (what `forgegit init` writes)."""
+    s = settings or Settings()
+    lines = [
+        "# forgegit configuration. Every key is optional; CLI flags override these values.",
+        "# The endpoint comes from the OpenAI SDK's own variables: OPENAI_BASE_URL and OPENAI_API_KEY",
+        "# (OpenAI, Azure, vLLM, Ollama, llama.cpp server all work).",
+        "",
+    ]
+    for f in dataclasses.fields(Settings):
+        if f.name == "prices":
+            continue
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"{f.name} = {_toml_value(getattr(s, f.name))}")
+        lines.append("")
+    lines.append("# " + _TYPES["prices"].metadata["doc"])
+    lines.append("[prices]")
+    for k, v in s.prices.items():
+        lines.append(f"{_toml_value(k)} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"

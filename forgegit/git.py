@@ -1,0 +1,123 @@
+"""Plain `git` command-line helpers: reads through GitPython, writes through the git CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Optional, Sequence
+
+import git as gitpython
+
+from .errors import ForgegitError
+
+FUNCTIONS_DIR = "functions"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+class GitError(ForgegitError):
+    """A git command failed."""
+
+
+def clean_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The environment for nested git calls, without GIT_DIR/GIT_INDEX_FILE leaking in from hooks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_GIT_VARS}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.update(extra or {})
+    return env
+
+
+_KEEP_GIT_VARS = {
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+    "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM",
+    "GIT_SSH_COMMAND", "GIT_ASKPASS",
+}
+
+
+def run(
+    args: Sequence[str],
+    cwd: str | os.PathLike[str],
+    *,
+    input: Optional[str] = None,
+    check: bool = True,
+    env: Optional[dict[str, str]] = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git ARGS` in cwd; on failure raise GitError with git's own message."""
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, input=input, capture_output=True, text=True,
+        env=clean_env(env), encoding="utf-8", errors="replace",
+    )
+    if check and proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise GitError(f"git {' '.join(args[:2])} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+    return proc
+
+
+def out(args: Sequence[str], cwd: str | os.PathLike[str], **kw: object) -> str:
+    return run(args, cwd, **kw).stdout.strip()  # type: ignore[arg-type]
+
+
+def toplevel(path: str | os.PathLike[str] = ".") -> Path:
+    """The root of the repository containing path, or a clear error."""
+    proc = run(["rev-parse", "--show-toplevel"], path, check=False)
+    if proc.returncode != 0:
+        raise ForgegitError(f"{os.path.abspath(path)} is not inside a git repository (run `git init` first)")
+    return Path(proc.stdout.strip())
+
+
+def common_dir(repo: str | os.PathLike[str]) -> Path:
+    """The shared .git directory (the same from every worktree)."""
+    return Path(out(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo))
+
+
+def state_dir(repo: str | os.PathLike[str]) -> Path:
+    """Where forgegit keeps local state: .git/forgegit (cache, logs, trajectories, locks)."""
+    d = common_dir(repo) / "forgegit"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def resolve(repo: str | os.PathLike[str], rev: str) -> str:
+    """The full commit sha of rev, or a clear error."""
+    proc = run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo, check=False)
+    if proc.returncode != 0:
+        if rev == "HEAD":
+            raise ForgegitError("the repository has no commits yet: commit your functions/ first")
+        raise ForgegitError(f"unknown revision {rev!r}")
+    return proc.stdout.strip()
+
+
+def current_branch(repo: str | os.PathLike[str]) -> Optional[str]:
+    proc = run(["symbolic-ref", "--quiet", "--short", "HEAD"], repo, check=False)
+    return proc.stdout.strip() or None
+
+
+def functions_tree(repo: str | os.PathLike[str], rev: str) -> str:
+    """The sha of `functions/` at rev (the empty tree when there is none)."""
+    proc = run(["rev-parse", "--verify", "--quiet", f"{rev}:{FUNCTIONS_DIR}"], repo, check=False)
+    return proc.stdout.strip() or EMPTY_TREE
+
+
+def read_functions(repo: str | os.PathLike[str], rev: str) -> dict[str, bytes]:
+    """`functions/*.py` at rev as {file name: bytes}, read from git (the working tree is not touched)."""
+    with gitpython.Repo(repo) as r:
+        try:
+            tree = r.commit(rev).tree
+        except (gitpython.BadName, ValueError) as exc:
+            raise ForgegitError(f"unknown revision {rev!r}") from exc
+        try:
+            sub = tree / FUNCTIONS_DIR
+        except KeyError:
+            return {}
+        return {
+            b.name: b.data_stream.read()
+            for b in sub.blobs
+            if b.name.endswith(".py") and b.mode != 0o120000  # symlinks are never functions
+        }
+
+
+def is_ancestor(repo: str | os.PathLike[str], a: str, b: str) -> bool:
+    return run(["merge-base", "--is-ancestor", a, b], repo, check=False).returncode == 0
+
+
+def branch_exists(repo: str | os.PathLike[str], branch: str) -> bool:
+    return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0

@@ -1,0 +1,204 @@
+"""A real OpenAI-compatible chat-completions server on loopback that answers from a script.
+
+Used by the tests, `forgegit demo` and the benchmarks: no network, no key, real HTTP.
+
+    def script(request: dict) -> Reply | dict: ...
+    with ScriptedServer(script) as server:
+        client = OpenAI(base_url=server.base_url, api_key="scripted")
+
+A script returns `text("...")`, `tool_calls(("name", {...}), ...)`, `HTTPError(...)`
+or a full chat-completion dict; it sees the parsed JSON request.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional, Union
+
+
+@dataclass
+class Reply:
+    """An assistant message the server wraps into a chat.completion."""
+
+    content: Optional[str] = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: Optional[str] = None
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+
+
+@dataclass
+class HTTPError:
+    """An error response: status, body (JSON-able or raw text) and headers."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RawResponse:
+    """A 200 response with a raw body, e.g. something that is not JSON."""
+
+    body: str
+    content_type: str = "application/json"
+
+
+Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict]]
+
+
+def text(content: str, **kw: Any) -> Reply:
+    return Reply(content=content, **kw)
+
+
+def tool_calls(*calls: tuple[str, Any], content: Optional[str] = None) -> Reply:
+    """Tool calls; arguments may be a dict (JSON-encoded here) or a raw string sent as-is."""
+    out = []
+    for name, args in calls:
+        out.append({
+            "id": "call_" + uuid.uuid4().hex[:12],
+            "type": "function",
+            "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+        })
+    return Reply(content=content, tool_calls=out)
+
+
+def estimate_tokens(obj: Any) -> int:
+    """A deterministic token estimate (about 4 characters a token) for scripted usage."""
+    s = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
+    return max(1, len(s) // 4)
+
+
+def _completion(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+    finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else estimate_tokens(
+        [request.get("messages"), request.get("tools")])
+    completion = reply.completion_tokens if reply.completion_tokens is not None else estimate_tokens(message)
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:16],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "scripted"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+class ScriptedServer:
+    """Serves POST /v1/chat/completions (and GET /v1/models) from a script, on 127.0.0.1."""
+
+    def __init__(self, script: Script, *, latency: float = 0.0, model_ids: tuple[str, ...] = ()) -> None:
+        self.script = script
+        self.latency = latency
+        self.model_ids = model_ids
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def start(self) -> "ScriptedServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                data = {"object": "list", "data": [{"id": m, "object": "model"} for m in server.model_ids]}
+                self._send(200, json.dumps(data).encode(), "application/json", {})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    request = json.loads(raw)
+                except ValueError:
+                    self._send(400, b'{"error": {"message": "bad json"}}', "application/json", {})
+                    return
+                request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
+                with server._lock:
+                    server.requests.append(request)
+                if server.latency:
+                    time.sleep(server.latency)
+                try:
+                    out = server.script(request)
+                except Exception as exc:  # a broken script is a 500, visible in the test
+                    out = HTTPError(500, {"error": {"message": f"script raised {exc!r}", "type": "server_error"}})
+                if isinstance(out, HTTPError):
+                    body = out.body if out.body is not None else {"error": {"message": f"HTTP {out.status}"}}
+                    payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                    self._send(out.status, payload, "application/json", out.headers)
+                elif isinstance(out, RawResponse):
+                    self._send(200, out.body.encode(), out.content_type, {})
+                else:
+                    data = out if isinstance(out, dict) else _completion(request, out)
+                    self._send(200, json.dumps(data).encode(), "application/json", {})
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "ScriptedServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def last_user_message(request: dict[str, Any]) -> str:
+    for m in reversed(request.get("messages", [])):
+        if m.get("role") == "user" and isinstance(m.get("content"), str):
+            return m["content"]
+    return ""
+
+
+def tool_names(request: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in request.get("tools") or []]
+
+
+def tool_results(request: dict[str, Any]) -> list[str]:
+    """Contents of the tool messages after the last user message (what the agent saw so far)."""
+    out: list[str] = []
+    for m in request.get("messages", []):
+        if m.get("role") == "user":
+            out = []
+        elif m.get("role") == "tool":
+            out.append(str(m.get("content")))
+    return out
