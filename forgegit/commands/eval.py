@@ -1,0 +1,127 @@
+"""`forgegit eval`: evaluate the functions at a git revision on a task set."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from .. import evalstore, git
+from ..errors import ForgegitError
+from ..evaluation import Evaluator, breakdown
+from ..records import EvalResult, Usage
+from ..workspace import Workspace, is_terminal
+from ._options import agent_options
+
+
+class ProgressLine:
+    """A one-line progress display on stderr: tasks done and passed so far."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+
+    def __call__(self, done: int, total: int, result: Any) -> None:
+        self.passed += int(result.passed)
+        click.echo(f"\r  {done}/{total} tasks, {self.passed} passed", nl=done == total, err=True)
+
+
+def summary_lines(result: EvalResult, reused: bool) -> list[str]:
+    u = result.usage
+    lines = [
+        f"revision {result.revision[:12]} (functions/ tree {result.tree[:12]}) on {result.tasks_file}, model {result.model}",
+        f"passed {result.passed}/{result.total}  score {result.score:.3f}  tokens {u.total_tokens:,} "
+        f"(prompt {u.prompt_tokens:,}, completion {u.completion_tokens:,})  cost ${u.cost:.4f}",
+    ]
+    failures = result.failures_by_kind()
+    if failures:
+        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
+    if reused:
+        lines.append("recorded result reused from git notes: no model call")
+    return lines
+
+
+def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> EvalResult:
+    """Combine shard results (from `--shard K/N --out FILE`) into one result for the whole task set."""
+    full = ws.task_set(tasks_path, from_cli=True)
+    commit = git.resolve(ws.root, rev)
+    key = evalstore.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
+    parts: list[EvalResult] = []
+    for f in files:
+        try:
+            parts.append(EvalResult.from_json(json.loads(Path(f).read_text())))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ForgegitError(f"{f}: not a shard result written by `forgegit eval --out` ({exc})") from None
+    trees = {p.tree for p in parts}
+    if trees != {git.functions_tree(ws.root, commit)}:
+        raise ForgegitError(f"shards were evaluated on other functions than {rev} (trees {', '.join(t[:12] for t in trees)})")
+    by_id = {r.task_id: r for p in parts for r in p.results}
+    missing = [t.id for t in full.tasks if t.id not in by_id]
+    if missing:
+        raise ForgegitError(f"shards do not cover the task set: {len(missing)} tasks missing (first: {missing[0]})")
+    results = [by_id[t.id] for t in full.tasks]
+    usage = Usage()
+    for p in parts:
+        usage.add(p.usage)
+    merged = EvalResult(key, commit, parts[0].tree, full.path, full.sha256, ws.settings.model,
+                        sum(r.passed for r in results), len(results), usage, results, parts[0].created,
+                        parts[0].settings, "")
+    evalstore.record(ws.root, commit, merged)
+    return merged
+
+
+@click.command("eval")
+@click.argument("rev", default="HEAD")
+@click.option("--tasks", "tasks_path", help="Task file (JSONL). Default: `tasks` in forgegit.toml.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the score and per-task results.")
+@click.option("--by", "by_field", help="Break the score down by a task field (e.g. subject).")
+@click.option("--shard", help="Evaluate only shard K/N of the tasks (deterministic slice); use with --out.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the result JSON to this file.")
+@click.option("--merge", "merge_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Combine shard result files into one recorded result (repeatable).")
+@agent_options
+def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, by_field: Optional[str],
+            shard: Optional[str], out_path: Optional[str], merge_files: tuple[str, ...]) -> None:
+    """Evaluate the functions at REV (default HEAD, read from git) on a task set."""
+    path = tasks_path or ws.settings.tasks
+    reused = False
+    if merge_files:
+        result = _merge(ws, rev, path, merge_files)
+    else:
+        tasks = ws.task_set(path, from_cli=bool(tasks_path))
+        if shard:
+            try:
+                k, n = (int(x) for x in shard.split("/"))
+            except ValueError:
+                raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
+            tasks = tasks.shard(k, n)
+        result, reused = asyncio.run(_evaluate(ws, rev, tasks, progress=is_terminal() and not as_json))
+    if out_path:
+        Path(out_path).write_text(json.dumps(result.to_json(), indent=1))
+    if as_json:
+        data = result.to_json()
+        data["reused"] = reused
+        if by_field:
+            data["by"] = {v: {"passed": p, "total": t} for v, p, t in breakdown(result, by_field)}
+        click.echo(json.dumps(data))
+        return
+    for line in summary_lines(result, reused):
+        click.echo(line)
+    if by_field:
+        click.echo(f"by {by_field}:")
+        for value, p, t in breakdown(result, by_field):
+            click.echo(f"  {value:<30} {p:>4}/{t:<4} {p / t:.3f}")
+
+
+async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool) -> tuple[EvalResult, bool]:
+    llm = ws.llm()
+    try:
+        ev = Evaluator(ws.root, ws.settings, llm, progress=ProgressLine() if progress else None)
+        commit = git.resolve(ws.root, rev)
+        hit = ev.recorded(commit, tasks)
+        if hit is not None:
+            return hit, True
+        return await ev.evaluate(commit, tasks), False
+    finally:
+        await llm.aclose()

@@ -1,0 +1,169 @@
+"""Evaluate the functions at a git revision on a task set: concurrently, recorded in git notes."""
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import evalstore, git
+from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
+from .checkers import get_checker
+from .config import Settings
+from .errors import ForgegitError
+from .functions import load_specs
+from .llm import LLM
+from .records import EvalResult, TaskResult, Usage
+from .sandbox import Limits, Sandbox
+from .tasks import Task, TaskSet
+
+Progress = Callable[[int, int, "TaskResult"], None]
+
+
+class FunctionFilesError(ForgegitError):
+    """The functions at a revision do not pass `forgegit check`."""
+
+
+def trajectories_dir(repo: Path, key: str) -> Path:
+    return git.state_dir(repo) / "trajectories" / key
+
+
+def _safe_name(task_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:100] or "task"
+
+
+def save_trajectory(directory: Path, task: Task, t: Trajectory, result: TaskResult) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {
+        "task_id": task.id, "question": task.question, "expected": task.answer,
+        "passed": result.passed, "feedback": result.feedback, "failure": result.failure,
+        "stop": t.stop, "error": t.error, "answer": t.answer, "messages": t.messages,
+        "usage": {"prompt_tokens": t.usage.prompt_tokens, "completion_tokens": t.usage.completion_tokens},
+    }
+    (directory / f"{_safe_name(task.id)}.json").write_text(json.dumps(data, indent=1, default=str))
+
+
+def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
+    """The saved messages of an evaluation's tasks, by task id ({} when they are not on this machine)."""
+    d = trajectories_dir(repo, key)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if d.is_dir():
+        for p in sorted(d.glob("*.json")):
+            try:
+                data = json.loads(p.read_text())
+                out[str(data["task_id"])] = list(data.get("messages") or [])
+            except (ValueError, KeyError, OSError):
+                continue
+    return out
+
+
+def _failure(t: Trajectory, passed: bool) -> Optional[str]:
+    if passed:
+        return None
+    if t.stop in ("turn_limit", "llm_error", "agent_error"):
+        return t.stop
+    return "wrong_answer" if (t.answer or "").strip() else "no_answer"
+
+
+@dataclass
+class Evaluator:
+    """Evaluates revisions of one repository with one set of settings (shares the model client)."""
+
+    repo: Path
+    settings: Settings
+    llm: LLM
+    progress: Optional[Progress] = None
+    usage: Usage = field(default_factory=Usage)
+
+    def key(self, commit: str, tasks: TaskSet) -> str:
+        return evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
+
+    def recorded(self, commit: str, tasks: TaskSet) -> Optional[EvalResult]:
+        """A result already in the notes for this tree, task set and settings (copied onto commit)."""
+        if not self.settings.cache:
+            return None
+        hit = evalstore.find(self.repo, self.key(commit, tasks), commit)
+        if hit is not None and hit.revision != commit:
+            hit.revision = commit
+            evalstore.record(self.repo, commit, hit)
+        return hit
+
+    async def evaluate(self, rev: str, tasks: TaskSet, *, record: bool = True) -> EvalResult:
+        commit = git.resolve(self.repo, rev)
+        hit = self.recorded(commit, tasks)
+        if hit is not None:
+            return hit
+        result = await self._run(commit, tasks)
+        if record:
+            evalstore.record(self.repo, commit, result)
+        return result
+
+    async def _run(self, commit: str, tasks: TaskSet) -> EvalResult:
+        s = self.settings
+        files = git.read_functions(self.repo, commit)
+        specs, problems = load_specs(files)
+        if problems:
+            listing = "; ".join(str(p) for p in problems[:3])
+            raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}")
+        checker = get_checker(s.checker)
+        agent = load_agent(s.agent, self.repo)
+        tree = git.functions_tree(self.repo, commit)
+        key = evalstore.eval_key(tree, tasks.sha256, s)
+        tdir = trajectories_dir(self.repo, key)
+        limits = Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output)
+        sem = asyncio.Semaphore(s.concurrency)
+        results: dict[str, TaskResult] = {}
+        usage = Usage()
+        async with Sandbox(files, limits, workers=max(1, min(s.concurrency, 4))) as sandbox:
+            toolbox = Toolbox(specs, sandbox, python_tool=s.python_tool)
+            schemas = toolbox.schemas()
+
+            async def one(task: Task) -> None:
+                async with sem:
+                    ctx = AgentContext(schemas, toolbox, self.llm, s)
+                    t = await run_agent(agent, task, ctx)
+                verdict = checker(t.answer or "", task) if t.stop == "answer" else None
+                passed = bool(verdict and verdict.passed)
+                feedback = verdict.feedback if verdict else (t.error or t.stop)
+                if verdict and t.error:
+                    feedback = f"{feedback}; {t.error}"
+                r = TaskResult(
+                    task.id, passed, (t.answer or "")[-2000:], task.answer, feedback, _failure(t, passed),
+                    t.tool_calls, t.tool_errors, t.turns, t.usage, dict(task.fields),
+                )
+                save_trajectory(tdir, task, t, r)
+                results[task.id] = r
+                usage.add(t.usage)
+                if self.progress:
+                    self.progress(len(results), len(tasks), r)
+
+            jobs = [asyncio.ensure_future(one(t)) for t in tasks.tasks]
+            try:
+                await asyncio.gather(*jobs)
+            except BaseException:
+                for j in jobs:
+                    j.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                raise
+        ordered = [results[t.id] for t in tasks.tasks]
+        self.usage.add(usage)
+        return EvalResult(
+            key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
+            model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,
+            results=ordered, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            settings={k: getattr(s, k) for k in evalstore.KEY_SETTINGS}, trajectories=str(tdir),
+        )
+
+
+def breakdown(result: EvalResult, field_name: str) -> list[tuple[str, int, int]]:
+    """Scores grouped by a task field (e.g. subject): [(value, passed, total)]."""
+    groups: dict[str, list[int]] = {}
+    for r in result.results:
+        value = str(r.fields.get(field_name, "(none)"))
+        g = groups.setdefault(value, [0, 0])
+        g[0] += int(r.passed)
+        g[1] += 1
+    return sorted((k, v[0], v[1]) for k, v in groups.items())

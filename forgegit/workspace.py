@@ -1,0 +1,79 @@
+"""A repository opened for work: its root, settings, task sets and model clients."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from . import git
+from .config import CONFIG_FILE, Settings, load_settings, validate
+from .errors import ForgegitError
+from .llm import LLM, Endpoint
+from .tasks import TaskSet, load_tasks
+
+
+def find_config(start: Path, top: Path) -> Optional[Path]:
+    """The nearest forgegit.toml from start up to the repository root."""
+    d = start.resolve()
+    top = top.resolve()
+    while True:
+        if (d / CONFIG_FILE).is_file():
+            return d / CONFIG_FILE
+        if d == top or d.parent == d:
+            return None
+        d = d.parent
+
+
+@dataclass
+class Workspace:
+    root: Path  # repository top level
+    config_dir: Path  # task paths in forgegit.toml are relative to this
+    settings: Settings
+
+    @classmethod
+    def open(cls, cwd: str | Path = ".", config: Optional[str] = None, **overrides: Any) -> "Workspace":
+        cwd = Path(cwd).resolve()
+        root = git.toplevel(cwd)
+        path = Path(config).resolve() if config else find_config(cwd, root)
+        settings = load_settings(root, path) if path else Settings()
+        settings = settings.with_overrides(**overrides)
+        validate(settings, "command line")
+        return cls(root, path.parent if path else cwd, settings)
+
+    def resolve_path(self, path: str, from_cli: bool = False) -> Path:
+        p = Path(path)
+        if p.is_absolute():
+            return p
+        return (Path.cwd() / p) if from_cli else (self.config_dir / p)
+
+    def display_path(self, p: Path) -> str:
+        try:
+            return str(p.resolve().relative_to(self.root))
+        except ValueError:
+            return str(p)
+
+    def task_set(self, path: str, from_cli: bool = False) -> TaskSet:
+        p = self.resolve_path(path, from_cli)
+        ts = load_tasks(p, self.settings.question_field, self.settings.answer_field)
+        return TaskSet(self.display_path(p), ts.sha256, ts.tasks)
+
+    def cache(self) -> Any:
+        from .cache import ResponseCache
+        return ResponseCache(git.state_dir(self.root) / "cache.sqlite")
+
+    def llm(self, model: Optional[str] = None, *, limiter: Any = None) -> LLM:
+        s = self.settings
+        return LLM(
+            model or s.model, endpoint=Endpoint.from_env(), cache=self.cache(), use_cache=s.cache,
+            prices=s.prices, limiter=limiter,
+        )
+
+
+def require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ForgegitError(f"{path}: {what} not found")
+
+
+def is_terminal() -> bool:
+    return os.isatty(2) and os.environ.get("CI") != "true"
