@@ -1,0 +1,183 @@
+"""`forgegit check`: exit codes, `path:line: message` lines, GitHub annotations, never a traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from forgegit.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+GOOD = 'def add(a: int, b: int = 2) -> int:\n    """Add."""\n    return a + b\n'
+BAD = 'import os\n\nos.getcwd()\n\ndef bad(x, *args):\n    return x\n'
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["check", *args])
+
+
+@pytest.fixture
+def functions(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository (the current directory) with one good function file."""
+    d = repo / "functions"
+    d.mkdir()
+    (d / "add.py").write_text(GOOD)
+    monkeypatch.chdir(repo)
+    return d
+
+
+def test_good_functions_exit_0_with_files_ok(functions: Path) -> None:
+    result = invoke()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1 file OK\n"
+
+
+def test_bad_file_exits_1_with_path_line_message(functions: Path) -> None:
+    """Each problem is one `path:line: message` line, in line order."""
+    (functions / "bad.py").write_text(BAD)
+    result = invoke()
+    assert result.exit_code == 1
+    out = result.stdout.splitlines()
+    assert [line.split(": ", 1)[0] for line in out] == [
+        "functions/bad.py:3", "functions/bad.py:5", "functions/bad.py:5", "functions/bad.py:5",
+    ]
+    assert "code at the top level would run on import: `os.getcwd()`" in out[0]
+    assert "forgegit check: 4 problems in 1 of 2 files" in result.stderr
+
+
+def test_default_paths_are_the_repo_functions_from_a_subdirectory(functions: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from anywhere inside the repository, `check` finds the root's functions/."""
+    (functions / "bad.py").write_text(BAD)
+    sub = functions.parent / "docs" / "deep"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    result = invoke()
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith(f"{(functions / 'bad.py').as_posix()}:3: ")
+
+
+def test_explicit_files_and_directories(functions: Path) -> None:
+    (functions / "bad.py").write_text(BAD)
+    assert invoke("functions/add.py").exit_code == 0
+    result = invoke("functions")
+    assert result.exit_code == 1 and "functions/bad.py:5:" in result.stdout
+
+
+def test_github_format_prints_error_annotations(functions: Path) -> None:
+    (functions / "bad.py").write_text(BAD)
+    result = invoke("--format", "github", "functions/bad.py")
+    assert result.exit_code == 1
+    first = result.stdout.splitlines()[0]
+    assert first == (
+        "::error file=functions/bad.py,line=3::code at the top level would run on import: `os.getcwd()` "
+        "(only imports, def/class, constants and a docstring may sit there)"
+    )
+    assert all(line.startswith("::error file=functions/bad.py,line=") for line in result.stdout.splitlines())
+
+
+def test_github_format_escapes_the_file_property(functions: Path) -> None:
+    weird = functions / "a,b:c.py"
+    weird.write_text(GOOD)
+    result = invoke("--format", "github", str(weird.relative_to(functions.parent)))
+    assert result.stdout.startswith("::error file=functions/a%2Cb%3Ac.py,line=1::`a,b:c` cannot be a function name")
+
+
+def test_unknown_format_is_a_usage_error(functions: Path) -> None:
+    result = invoke("--format", "json")
+    assert result.exit_code == 2 and "json" in result.output
+
+
+def test_outside_a_repository_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([str(BIN / "forgegit"), "check"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("forgegit: error: ") and "not inside a git repository" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_repository_without_functions_dir_is_one_error_line(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    proc = subprocess.run([str(BIN / "forgegit"), "check"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "no functions/ directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+GARBAGE = {
+    "binary.py": b"\x7fELF\x02\x01\x01\x00\xff\xfe" + bytes(range(256)),
+    "latin.py": "def latin():\n    '''Caf\xe9.'''\n".encode("latin-1"),
+    "empty.py": b"",
+    "syntax.py": b"def syntax(:\n",
+    "deep.py": b"x = " + b"(" * 500 + b")" * 500 + b"\n",
+    "long_chain.py": b"X = " + b"+".join([b"1"] * 20000) + b"\n",
+}
+
+
+def test_garbage_files_never_print_a_traceback(functions: Path) -> None:
+    """A binary, non-UTF-8, empty, broken, deeply nested file, a directory and a missing path: lines, not crashes."""
+    for name, data in GARBAGE.items():
+        (functions / name).write_bytes(data)
+    (functions / "adir.py").mkdir()
+    proc = subprocess.run(
+        [str(BIN / "forgegit"), "check", "functions", "functions/missing.py"],
+        capture_output=True, text=True, cwd=functions.parent,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    reported = {line.split(":", 1)[0] for line in proc.stdout.splitlines()}
+    expected = {f"functions/{n}" for n in GARBAGE} | {"functions/adir.py", "functions/missing.py"}
+    assert expected <= reported
+
+
+# --------------------------------------------------------------------------- pre-commit hook
+
+
+def manifest_hook() -> dict[str, object]:
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert isinstance(hooks, list) and len(hooks) == 1
+    hook: dict[str, object] = hooks[0]
+    return hook
+
+
+def test_pre_commit_manifest_declares_forgegit_check() -> None:
+    """`repo: forgegit` + `id: forgegit-check` in a .pre-commit-config.yaml resolves to `forgegit check FILES`."""
+    hook = manifest_hook()
+    assert hook["id"] == "forgegit-check"
+    assert hook["name"]
+    assert hook["entry"] == "forgegit check"
+    assert hook["language"] == "python"
+    assert hook["files"] == r"^functions/.*\.py$"
+    assert hook["pass_filenames"] is True
+
+
+def test_pre_commit_runs_the_hook_on_function_files_only(repo: Path, tmp_path: Path) -> None:
+    """Real pre-commit with the manifest's fields (as a local system hook, so it needs no network)."""
+    pre_commit = BIN / "pre-commit"
+    if not pre_commit.exists():
+        pytest.skip("pre-commit is not installed")
+    hook = dict(manifest_hook(), language="system", entry=f"{BIN / 'forgegit'} check")
+    (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [hook]}]}))
+    (repo / "functions").mkdir()
+    (repo / "functions" / "add.py").write_text(GOOD)
+    (repo / "helper.py").write_text(BAD)  # outside functions/: not a function file
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home")}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(pre_commit), "run", "--all-files"], cwd=repo, capture_output=True, text=True, env=env)
+
+    ok = run()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "forgegit check" in ok.stdout and "Passed" in ok.stdout
+
+    (repo / "functions" / "bad.py").write_text(BAD)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    failed = run()
+    assert failed.returncode == 1
+    assert "functions/bad.py:3: code at the top level would run on import" in failed.stdout
+    assert "helper.py" not in failed.stdout
