@@ -62,11 +62,13 @@ class Workspace:
         from .cache import ResponseCache
         return ResponseCache(git.state_dir(self.root) / "cache.sqlite")
 
-    def llm(self, model: Optional[str] = None, *, limiter: Any = None) -> LLM:
+    def llm(self, model: Optional[str] = None) -> LLM:
+        """A client for model (default: the agent's), cached and logged, slowing down on 429s."""
+        from .ratelimit import AdaptiveLimiter
         s = self.settings
         return LLM(
             model or s.model, endpoint=Endpoint.from_env(), cache=self.cache(), use_cache=s.cache,
-            prices=s.prices, limiter=limiter,
+            prices=s.prices, limiter=AdaptiveLimiter(s.concurrency),
         )
 
 

@@ -1,0 +1,109 @@
+"""`forgegit train`: optimizer epochs as commits on a training branch, gated, reverted, early-stopped."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import click
+
+from .. import history
+from ..errors import ForgegitError
+from ..evaluation import Evaluator
+from ..records import RunRecord
+from ..trainer import Trainer, TrainLock, new_run_id
+from ..workspace import Workspace, is_terminal
+from ._options import agent_options
+from .eval import ProgressLine
+
+
+@click.command("train")
+@click.option("--tasks", "tasks_path", help="Training task file (default: `tasks` in forgegit.toml).")
+@click.option("--val", "val_path", help="Validation task file for the final gate (default: the training file).")
+@click.option("--test", "test_path", help="Sealed test file: scored once, for the base and the final revision.")
+@click.option("--base", "base_branch", help="Branch to train from (default: the current branch).")
+@click.option("--run-id", help="Name of the run (branch forgegit/train/<run-id>); default: a timestamp.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (the latest, or --run-id).")
+@click.option("--merge", is_flag=True, help="Merge into the base branch if the final gate passes.")
+@click.option("--epochs", type=click.IntRange(0), help="Most epochs.")
+@click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs in a row without improvement.")
+@click.option("--max-actions", type=click.IntRange(1), help="Most function edits per epoch.")
+@click.option("--min-delta", type=float, help="Least score gain for an epoch to be kept.")
+@click.option("--gate", type=click.Choice(["mcnemar", "bootstrap", "delta"]), help="Epoch gate.")
+@click.option("--alpha", type=float, help="Significance level of the mcnemar/bootstrap gate.")
+@click.option("--batch-size", type=click.IntRange(0), help="Tasks sampled per epoch (0 = all).")
+@click.option("--budget", "budget_usd", type=float, help="Stop cleanly once this many USD are spent.")
+@click.option("--budget-tokens", type=click.IntRange(0), help="Stop cleanly once this many tokens are spent.")
+@click.option("--optimizer-model", help="Model that proposes the edits (default: --model).")
+@agent_options
+def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], test_path: Optional[str],
+            base_branch: Optional[str], run_id: Optional[str], resume: bool, merge: bool, **overrides: Any) -> None:
+    """Train the functions on a task set: each epoch a commit, kept or reverted by the gate."""
+    ws.settings = ws.settings.with_overrides(**overrides)
+    branch = None
+    if resume:
+        branch = history.BRANCH_PREFIX + run_id if run_id else history.latest_run_branch(ws.root)
+        if not branch:
+            raise ForgegitError("no training run to resume (no forgegit/train/* branch)")
+        recorded = history.load_run(ws.root, branch)
+        ws.settings = ws.settings.with_overrides(**recorded.settings)
+        tasks_path, val_path = recorded.tasks_file, recorded.val_file
+        test_path = recorded.test_file or None
+        run_id = recorded.run_id
+        if recorded.status == "finished":
+            if recorded.test is not None:
+                raise ForgegitError(f"run {run_id} is finished and its sealed test split was already scored; refusing to score it again")
+            raise ForgegitError(f"run {run_id} is already finished: see `forgegit log {branch}`")
+    s = ws.settings
+    from_cli = not resume
+    tasks = ws.task_set(tasks_path or s.tasks, from_cli=from_cli and bool(tasks_path))
+    val = ws.task_set(val_path, from_cli=from_cli) if val_path else (ws.task_set(s.val) if s.val else tasks)
+    test = ws.task_set(test_path, from_cli=from_cli) if test_path else (ws.task_set(s.test) if s.test and not resume else None)
+    run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
+    _report(run)
+
+
+async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Optional[str], run_id: str,
+                 resume_branch: Optional[str], merge: bool) -> RunRecord:
+    echo = click.echo
+    agent_llm = ws.llm()
+    optimizer_llm = ws.llm(ws.settings.effective_optimizer_model)
+    evaluator = Evaluator(ws.root, ws.settings, agent_llm, progress=ProgressLine() if is_terminal() else None)
+    trainer = Trainer(ws, tasks, val, test, evaluator, optimizer_llm, echo=echo)
+    try:
+        with TrainLock(ws.root, run_id, echo):
+            if resume_branch:
+                trainer.resume(resume_branch)
+                echo(f"resuming run {trainer.run.run_id} on {resume_branch} ({len(trainer.run.epochs)} epochs recorded)")
+            else:
+                trainer.start(base_branch, run_id)
+                echo(f"run {trainer.run.run_id}: training on branch {trainer.run.branch} from {trainer.run.base_branch}")
+            try:
+                run = await trainer.train()
+                if merge:
+                    echo(trainer.merge())
+            finally:
+                trainer.close()
+    finally:
+        await agent_llm.aclose()
+        await optimizer_llm.aclose()
+    return run
+
+
+def _report(run: RunRecord) -> None:
+    from ..report import summary_table
+    click.echo("")
+    click.echo(summary_table(run))
+    g = run.final_gate
+    if g is not None:
+        verdict = "passed" if g.passed else "did not pass"
+        click.echo(f"final gate on {g.tasks_file}: base {g.base_score:.3f} -> trained {g.head_score:.3f}: {verdict}")
+    if run.test is not None:
+        click.echo(f"sealed test on {run.test.tasks_file}: base {run.test.base_score:.3f} -> trained {run.test.head_score:.3f}")
+    click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit {run.branch})")
+    try:
+        from ..actions_env import set_output
+    except ImportError:  # pragma: no cover
+        return
+    set_output("branch", run.branch)
+    set_output("baseline-score", f"{run.baseline_score:.4f}")
+    set_output("score", f"{(g.head_score if g else run.best_score):.4f}")

@@ -1,0 +1,462 @@
+"""Training on git: each optimizer epoch is a commit on `forgegit/train/<run-id>`; the gate keeps it
+or rolls it back with `git revert`; `patience` epochs without progress stop the run early.
+
+The run's record lives in the note of its base commit (see history.py); every step leaves the
+branch holding whole epochs only, so `--resume` can pick up after a crash at any point.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+import signal
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import evalstore, git, history, stats
+from .errors import ForgegitError
+from .evaluation import Evaluator, load_trajectories
+from .functions import load_specs
+from .optimizer import Proposal, commit_message, propose, write_actions
+from .records import ActionRecord, Comparison, EpochRecord, EvalResult, RunRecord, Usage
+from .tasks import TaskSet
+from .workspace import Workspace
+
+CRASH_ENV = "FORGEGIT_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at a named step
+EPOCH_TRAILER = "Forgegit-Epoch"
+REVERT_TRAILER = "Forgegit-Reverts-Epoch"
+RUN_TRAILER = "Forgegit-Run"
+
+Echo = Callable[[str], None]
+
+
+def crashpoint(name: str) -> None:
+    """Die here, as a power cut would, when the test-only variable names this step."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+# ---------------------------------------------------------------------------- lock
+
+
+class TrainLock:
+    """One training per repository: a lock file with the owner's pid; stale locks are cleaned."""
+
+    def __init__(self, repo: Path, run_id: str, echo: Echo) -> None:
+        self.path = git.state_dir(repo) / "train.lock"
+        self.run_id = run_id
+        self.echo = echo
+
+    def __enter__(self) -> "TrainLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._handle_existing()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {self.run_id}\n")
+            return self
+        raise ForgegitError(f"cannot take the training lock {self.path}")
+
+    def _handle_existing(self) -> None:
+        try:
+            pid_text, _, other = self.path.read_text().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            pid, other = -1, "?"
+        if pid > 0 and _alive(pid):
+            raise ForgegitError(
+                f"another `forgegit train` (pid {pid}, run {other.strip()}) is running on this repository; "
+                f"wait for it or stop it (lock: {self.path})")
+        self.echo(f"removed a stale training lock left by pid {pid} (run {other.strip()})")
+        self.path.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed child not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# ---------------------------------------------------------------------------- worktree
+
+
+class Worktree:
+    """The training branch's own checkout under .git/forgegit/worktrees (never the user's)."""
+
+    def __init__(self, repo: Path, run_id: str) -> None:
+        self.repo = repo
+        self.path = git.state_dir(repo) / "worktrees" / run_id
+
+    def open(self, branch: str, start: Optional[str], echo: Echo) -> None:
+        git.run(["worktree", "prune"], self.repo)
+        if self.path.exists():
+            registered = str(self.path) in git.out(["worktree", "list", "--porcelain"], self.repo)
+            if registered:
+                echo(f"cleaning the worktree left by an interrupted run: {self.path}")
+                git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
+            shutil.rmtree(self.path, ignore_errors=True)
+            git.run(["worktree", "prune"], self.repo)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if start is None:
+            git.run(["worktree", "add", "--quiet", str(self.path), branch], self.repo)
+        else:
+            git.run(["worktree", "add", "--quiet", "-b", branch, str(self.path), start], self.repo)
+
+    def git(self, *args: str, **kw: Any) -> str:
+        return git.out(list(args), self.path, **kw)
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def close(self) -> None:
+        git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+        git.run(["worktree", "prune"], self.repo, check=False)
+
+
+def trailers(repo: Path, commit: str) -> dict[str, str]:
+    text = git.out(["log", "-1", "--format=%(trailers:only,unfold)", commit], repo)
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if v:
+            out[k.strip()] = v.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class Trainer:
+    ws: Workspace
+    tasks: TaskSet
+    val: TaskSet
+    test: Optional[TaskSet]
+    evaluator: Evaluator
+    optimizer_llm: Any
+    echo: Echo = print
+    run: RunRecord = field(init=False)
+    tree: Worktree = field(init=False)
+    last_spent: Usage = field(init=False, default_factory=Usage)
+
+    @property
+    def repo(self) -> Path:
+        return self.ws.root
+
+    @property
+    def s(self) -> Any:
+        return self.ws.settings
+
+    # -- starting and resuming
+
+    def start(self, base_branch: Optional[str], run_id: Optional[str]) -> None:
+        base_branch = base_branch or git.current_branch(self.repo)
+        if not base_branch:
+            raise ForgegitError("HEAD is detached: pass --base BRANCH to say which branch to train from")
+        base_commit = git.resolve(self.repo, base_branch)
+        _, problems = load_specs(git.read_functions(self.repo, base_commit))
+        if problems:
+            raise ForgegitError(f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])))
+        run_id = run_id or new_run_id()
+        branch = history.BRANCH_PREFIX + run_id
+        if git.branch_exists(self.repo, branch):
+            raise ForgegitError(f"branch {branch} already exists: use `forgegit train --resume {run_id}`")
+        s = self.s
+        self.run = RunRecord(
+            run_id=run_id, branch=branch, base_branch=base_branch, base_commit=base_commit,
+            model=s.model, optimizer_model=s.effective_optimizer_model, tasks_file=self.tasks.path,
+            val_file=self.val.path, test_file=self.test.path if self.test else "", baseline_score=0.0,
+            best_commit=base_commit, settings=_settings_json(s),
+        )
+        history.save_run(self.repo, self.run)
+        self.tree = Worktree(self.repo, run_id)
+        self.tree.open(branch, base_commit, self.echo)
+
+    def resume(self, branch: str) -> None:
+        base_commit, data = history.find_run_note(self.repo, branch)
+        self.run = RunRecord.from_json(data)
+        self.tree = Worktree(self.repo, self.run.run_id)
+        self.tree.open(branch, None, self.echo)
+        # Whatever an interrupted step left uncommitted (written files, a half-done revert) goes.
+        self.tree.git("reset", "--quiet", "--hard", "HEAD")
+        self.tree.git("clean", "--quiet", "-fd", "--", git.FUNCTIONS_DIR)
+
+    # -- the loop
+
+    async def train(self) -> RunRecord:
+        run, s = self.run, self.s
+        if run.status == "finished":
+            self.echo(f"run {run.run_id} is already finished")
+            return run
+        base_eval = await self._eval(run.base_commit, self._batch(0))
+        if not run.epochs:
+            run.baseline_score = base_eval.score
+        self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
+        await self.resume_tip()
+        while run.status == "running":
+            stop = self._stop_reason()
+            if stop:
+                run.stop_reason = stop
+                break
+            await self._epoch(len(run.epochs) + 1)
+        await self._final()
+        return run
+
+    def _stop_reason(self) -> str:
+        run, s = self.run, self.s
+        if len(run.epochs) >= s.epochs:
+            return "epochs"
+        streak = 0
+        for e in reversed(run.epochs):
+            if e.kept:
+                break
+            streak += 1
+        if streak >= s.patience:
+            return "early-stop"
+        if s.budget_tokens and run.usage.total_tokens >= s.budget_tokens:
+            return "budget"
+        if s.budget_usd and run.usage.cost >= s.budget_usd:
+            return "budget"
+        return ""
+
+    def _batch(self, epoch: int) -> TaskSet:
+        return self.tasks.sample(self.s.batch_size, self.s.seed + epoch)
+
+    async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
+        """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
+        self.evaluator.usage = Usage()
+        result = await self.evaluator.evaluate(commit, tasks)
+        self.last_spent = self.evaluator.usage
+        self.run.usage.add(self.last_spent)
+        return result
+
+    def _history(self) -> list[dict[str, Any]]:
+        return [
+            {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
+             "kept": e.kept, "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
+            for e in self.run.epochs
+        ]
+
+    async def _epoch(self, k: int) -> None:
+        run, s = self.run, self.s
+        parent = self.tree.head()
+        batch = self._batch(k)
+        before = await self._eval(parent, batch)
+        self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
+        files = git.read_functions(self.repo, parent)
+        proposal: Proposal = await propose(
+            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
+            max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
+        )
+        run.usage.add(proposal.usage)
+        crashpoint("after-optimizer")
+        records = [ActionRecord(a.kind, a.name, True) for a in proposal.actions] + list(proposal.rejected)
+        for r in proposal.rejected:
+            self.echo(f"  rejected {r.kind} {r.name}: {r.reason}")
+        epoch = EpochRecord(k, parent, None, None, records, proposal.rationale, before.score, None, False,
+                            usage=proposal.usage)
+        if not proposal.actions:
+            epoch.gate = None
+            self.echo(f"epoch {k}: no valid edit proposed")
+            self._record_epoch(epoch)
+            return
+        write_actions(self.tree.path, proposal.actions)
+        crashpoint("after-write")
+        self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
+        message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model)
+        message += f"\n{RUN_TRAILER}: {run.run_id}" if RUN_TRAILER not in message else ""
+        git.run(["commit", "--quiet", "--no-verify", "-F", "-"], self.tree.path, input=message)
+        crashpoint("after-commit")
+        epoch.commit = self.tree.head()
+        await self._gate(epoch, batch, before)
+
+    async def _gate(self, epoch: EpochRecord, batch: TaskSet, before: EvalResult) -> None:
+        """Evaluate the epoch's commit, keep it or revert it, and record the epoch."""
+        s = self.s
+        assert epoch.commit
+        after = await self._eval(epoch.commit, batch)
+        crashpoint("after-eval")
+        decision = stats.decide(before.outcomes(), after.outcomes(), rule=s.gate, alpha=s.alpha,
+                                min_delta=s.min_delta, seed=s.seed)
+        epoch.score_after, epoch.gate, epoch.kept = after.score, decision, decision.kept
+        b, a = before.outcomes(), after.outcomes()
+        epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
+        epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
+        epoch.usage.add(self.last_spent)
+        evalstore.update_note(self.repo, epoch.commit, epoch=_epoch_json(epoch))
+        crashpoint("after-note")
+        if not decision.kept:
+            self._revert(epoch)
+        verdict = "kept" if epoch.kept else "reverted"
+        self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason})")
+        self._record_epoch(epoch)
+
+    def _revert(self, epoch: EpochRecord) -> None:
+        assert epoch.commit
+        self.tree.git("revert", "--no-commit", epoch.commit)
+        crashpoint("during-revert")
+        message = (f"forgegit: revert epoch {epoch.epoch} ({epoch.gate.reason if epoch.gate else 'no improvement'})\n\n"
+                   f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+        git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
+        epoch.revert = self.tree.head()
+        evalstore.update_note(self.repo, epoch.revert, epoch=_epoch_json(epoch))
+
+    def _record_epoch(self, epoch: EpochRecord) -> None:
+        run = self.run
+        run.epochs.append(epoch)
+        if epoch.kept and epoch.commit and epoch.score_after is not None:
+            run.best_commit, run.best_score = epoch.commit, epoch.score_after
+        history.save_run(self.repo, run)
+        crashpoint("after-record")
+
+    async def resume_tip(self) -> None:
+        """Bring the branch and the run record back in step after an interruption."""
+        run = self.run
+        tip = self.tree.head()
+        known = {c for e in run.epochs for c in (e.commit, e.revert, e.parent) if c} | {run.base_commit}
+        if tip in known:
+            return
+        t = trailers(self.repo, tip)
+        k = len(run.epochs) + 1
+        if t.get(REVERT_TRAILER) == str(k):
+            # The revert landed but the record did not: the epoch commit's note holds the verdict.
+            epoch_commit = git.out(["rev-parse", f"{tip}^"], self.repo)
+            data = evalstore.read_note(self.repo, epoch_commit).get("epoch")
+            if data:
+                epoch = EpochRecord.from_json(data)
+                epoch.revert = tip
+                evalstore.update_note(self.repo, tip, epoch=_epoch_json(epoch))
+                self._record_epoch(epoch)
+                return
+        if t.get(EPOCH_TRAILER) == str(k):
+            parent = git.out(["rev-parse", f"{tip}^"], self.repo)
+            batch = self._batch(k)
+            before = await self._eval(parent, batch)
+            note = evalstore.read_note(self.repo, tip).get("epoch")
+            if note:  # the verdict was recorded; only the revert (or the record) is missing
+                epoch = EpochRecord.from_json(note)
+                if not epoch.kept:
+                    self._revert(epoch)
+                self._record_epoch(epoch)
+                return
+            actions, rationale = _actions_from_message(git.out(["log", "-1", "--format=%B", tip], self.repo))
+            epoch = EpochRecord(k, parent, tip, None, actions, rationale, before.score, None, False)
+            self.echo(f"epoch {k}: resuming after its commit")
+            await self._gate(epoch, batch, before)
+            return
+        raise ForgegitError(f"{run.branch}: tip {tip[:12]} is not a forgegit epoch; was the branch edited by hand?")
+
+    async def _final(self) -> None:
+        """The final gate: best revision vs the base on the validation set; then the sealed test, once."""
+        run, s = self.run, self.s
+        if not run.stop_reason:
+            run.stop_reason = self._stop_reason() or "epochs"
+        head = self.tree.head()
+        if run.final_gate is None:
+            base_val = await self._eval(run.base_commit, self.val)
+            head_val = await self._eval(head, self.val)
+            cmp = stats.compare("val", self.val.path, base_val, head_val, rule=s.gate, alpha=s.alpha,
+                                min_delta=s.min_delta, seed=s.seed)
+            if head == run.base_commit or git.functions_tree(self.repo, head) == git.functions_tree(self.repo, run.base_commit):
+                cmp.passed = False
+            run.final_gate = cmp
+            history.save_run(self.repo, run)
+        if self.test is not None and run.test is None:
+            base_t = await self._eval(run.base_commit, self.test)
+            head_t = await self._eval(head, self.test)
+            run.test = stats.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
+                                     min_delta=s.min_delta, seed=s.seed)
+        run.best_commit = head
+        run.status = "finished"
+        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": _cmp_json(run.final_gate),
+                                                      "test": _cmp_json(run.test)})
+        history.save_run(self.repo, run)
+
+    # -- the end
+
+    def merge(self) -> str:
+        """Merge the training branch into the base branch if the final gate passed; returns a message."""
+        run = self.run
+        if not run.improved:
+            return f"not merged: the final gate did not pass; {run.branch} stays for review"
+        base_ref = f"refs/heads/{run.base_branch}"
+        old = git.resolve(self.repo, run.base_branch)
+        holder = _worktree_holding(self.repo, run.base_branch)
+        if holder is not None:
+            if git.out(["status", "--porcelain", "--untracked-files=no"], holder):
+                return f"not merged: {run.base_branch} is checked out in {holder} with uncommitted changes; merge {run.branch} yourself"
+            git.run(["merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch], holder)
+        else:
+            self.tree.git("checkout", "--quiet", "--detach", old)
+            self.tree.git("merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch)
+            git.run(["update-ref", base_ref, self.tree.head(), old], self.repo)
+        return f"merged {run.branch} into {run.base_branch}"
+
+    def close(self) -> None:
+        self.tree.close()
+
+
+def _worktree_holding(repo: Path, branch: str) -> Optional[Path]:
+    path: Optional[str] = None
+    for line in git.out(["worktree", "list", "--porcelain"], repo).splitlines():
+        if line.startswith("worktree "):
+            path = line[len("worktree "):]
+        elif line == f"branch refs/heads/{branch}" and path:
+            return Path(path)
+    return None
+
+
+def _gain(run: RunRecord) -> str:
+    g = run.final_gate
+    return f"val {g.base_score:.3f} -> {g.head_score:.3f}" if g else "trained"
+
+
+def _actions_from_message(message: str) -> tuple[list[ActionRecord], str]:
+    actions: list[ActionRecord] = []
+    body: list[str] = []
+    for line in message.splitlines()[1:]:
+        if line.startswith("Forgegit-Actions:"):
+            for item in line.split(":", 1)[1].split(","):
+                kind, _, name = item.strip().partition(":")
+                if name:
+                    actions.append(ActionRecord(kind, name, True))
+        elif not line.startswith(("Forgegit-", "Co-authored-by:")):
+            body.append(line)
+    return actions, "\n".join(body).strip()
+
+
+def _epoch_json(epoch: EpochRecord) -> dict[str, Any]:
+    from .records import to_json
+    data: dict[str, Any] = to_json(epoch)
+    return data
+
+
+def _cmp_json(c: Optional[Comparison]) -> Optional[dict[str, Any]]:
+    from .records import to_json
+    return to_json(c) if c else None
+
+
+def _settings_json(s: Any) -> dict[str, Any]:
+    keys = ("model", "optimizer_model", "epochs", "patience", "max_actions", "gate", "alpha", "min_delta",
+            "batch_size", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
+    return {k: getattr(s, k) for k in keys}

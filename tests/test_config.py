@@ -1,0 +1,48 @@
+"""forgegit.toml: defaults, documented template, and clear errors for bad files."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from forgegit.config import ConfigError, Settings, parse_config, render_config
+
+
+def test_rendered_config_documents_every_key_and_parses_back() -> None:
+    text = render_config()
+    assert parse_config(text) == Settings()
+    for name in Settings.__dataclass_fields__:
+        assert f"{name} =" in text or name == "prices"
+
+
+def test_tables_and_top_level_keys_both_work() -> None:
+    s = parse_config('model = "m"\n[train]\nepochs = 3\nmin_delta = 1\n[limits]\ntool_timeout = 2\n')
+    assert (s.model, s.epochs, s.min_delta, s.tool_timeout) == ("m", 3, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("model = ", "forgegit.toml: Invalid value"),
+    ("modle = 'x'", "unknown key 'modle' (did you mean 'model'?)"),
+    ("epochs = 'three'", "epochs must be int, got str"),
+    ("python_tool = 1", "python_tool must be bool"),
+    ("gate = 'vibes'", "gate must be mcnemar, bootstrap or delta"),
+    ("concurrency = 0", "concurrency must be at least 1"),
+])
+def test_bad_config_is_one_line_naming_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_overrides_ignore_unset_flags() -> None:
+    s = Settings(model="a").with_overrides(model=None, epochs=9)
+    assert (s.model, s.epochs) == ("a", 9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_parses_or_raises_config_error(text: str) -> None:
+    try:
+        parse_config(text)
+    except ConfigError:
+        pass
