@@ -256,21 +256,11 @@ def _equiv(a: str, b: str) -> bool:
     if wa and wb and (len(ta) > 1 or len(tb) > 1):
         return wa[0] == wb[0] and wa[2] == wb[2] and len(ta) == len(tb) and all(_equiv(x, y) for x, y in zip(ta, tb))
     if (wa and len(ta) > 1) or (wb and len(tb) > 1):
-        return _bare_tuple(wa, ta, wb, tb)
+        return False  # a tuple or interval never equals a bare list: "(-2,1)" is not the solutions "-2, 1"
     la, lb = _expand_pm(split_top(a)), _expand_pm(split_top(b))
     if len(la) > 1 or len(lb) > 1:
         return _same_multiset(la, lb)
     return scalar_equiv(a, b)
-
-
-def _bare_tuple(wa: Optional[tuple[str, str, str]], ta: list[str], wb: Optional[tuple[str, str, str]], tb: list[str]) -> bool:
-    """An ordered pair (a, b) against a bare list a, b: equal element-wise (intervals [a, b) never are)."""
-    wrapped = wa or wb
-    assert wrapped is not None
-    ta, tb = (ta if wa else split_top(ta[0])), (tb if wb else split_top(tb[0]))
-    if (wrapped[0], wrapped[2]) != ("(", ")") or len(ta) != len(tb):
-        return False
-    return all(_equiv(x, y) for x, y in zip(ta, tb))
 
 
 def _same_multiset(xs: list[str], ys: list[str]) -> bool:

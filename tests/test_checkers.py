@@ -131,7 +131,7 @@ def test_math_accepts_a_stated_or_bare_answer() -> None:
 
 EQUIVALENT = [
     ("\\frac{1}{2}", "0.5"), ("\\dfrac12", "\\frac{1}{2}"), ("\\tfrac{3}{4}", ".75"),
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "3, \\frac{\\pi}{2}"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"),
     ("(-\\infty, 2) \\cup (3, \\infty)", "(-\\infty,2)\\cup(3,\\infty)"), ("(3,4]", "\\left(3, 4\\right]"),
     ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt{5}, 1-\\sqrt{5}"), ("3 \\pm 2 \\sqrt{2}", "3-2\\sqrt2, 3+2\\sqrt2"),
     ("1,-2", "-2, 1"),
@@ -160,7 +160,7 @@ DIFFERENT = [
     ("\\frac{1}{2}", "0.6"), ("\\frac{\\sqrt{3}}{3}", "0.577"), ("(8,-2)", "(-2,8)"), ("(2,4)", "[2,4]"),
     ("\\text{(B)}", "\\text{(C)}"), ("x+1", "x+2"), ("\\infty", "-\\infty"), ("y=2x+3", "y=2x+4"),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"), ("3", "\\sqrt{9}+1"),
-    ("3, 5, 7", "3, 5"), ("p - q", "q - p"), ("1+2i", "1-2i"),
+    ("3, 5, 7", "3, 5"), ("(-2,1)", "-2, 1"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "3, \\frac{\\pi}{2}"), ("p - q", "q - p"), ("1+2i", "1-2i"),
 ]
 
 
