@@ -1,0 +1,471 @@
+"""The optimizer: its prompt, parsing and validating its actions, and writing them to functions/ only."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from forgegit.errors import ForgegitError
+from forgegit.optimizer import (
+    ACTION_TOOLS, Action, apply_actions, build_prompt, commit_message, parse_actions, propose,
+    validate_action, write_actions,
+)
+from forgegit.records import EvalResult, TaskResult, Usage
+from forgegit.scripted import ScriptedServer, text, tool_calls
+from forgegit.tokens import count_message_tokens
+
+HAS_SANDBOX = importlib.util.find_spec("forgegit.sandbox") is not None
+
+CALCULATE = '''"""Arithmetic for the agent."""
+import ast
+import operator
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression with + - *.
+
+    Args:
+        expression: The expression, e.g. "2 + 3 * 4".
+    """
+    return str(_eval(ast.parse(expression, mode="eval").body))
+
+
+def _eval(node: ast.AST) -> int:
+    if isinstance(node, ast.Constant):
+        return int(node.value)
+    if isinstance(node, ast.BinOp):
+        return _OPS[type(node.op)](_eval(node.left), _eval(node.right))
+    raise ValueError("unsupported expression")
+'''
+
+DIGIT_SUM = '''def digit_sum(n: int) -> int:
+    """Sum of the decimal digits of an integer.
+
+    Args:
+        n: The integer.
+    """
+    return sum(int(d) for d in str(abs(n)))
+'''
+
+FILES = {"calculate.py": CALCULATE.encode()}
+
+
+def source(name: str, body: str = "return str(x)", extra: str = "") -> str:
+    """A well-formed function file named name."""
+    return f'''{extra}def {name}(x: str) -> str:
+    """Do something with x.
+
+    Args:
+        x: The input.
+    """
+    {body}
+'''
+
+
+def result(tid: str, passed: bool, feedback: str = "", answer: str = "", expected: str = "") -> TaskResult:
+    return TaskResult(tid, passed, answer, expected, feedback, None if passed else "wrong_answer")
+
+
+def make_eval(results: list[TaskResult]) -> EvalResult:
+    return EvalResult("k", "rev", "tree", "tasks.jsonl", "h", "m", sum(r.passed for r in results), len(results),
+                      Usage(), results)
+
+
+def trajectory(question: str, tool_output: str, answer: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": "You are the agent."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "calculate", "arguments": '{"expression": "2+2"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": tool_output},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def call(name: str, args: Any, cid: str = "c") -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+
+
+def add_args(name: str = "digit_sum", code: str = DIGIT_SUM, **kw: Any) -> dict[str, Any]:
+    d = {"name": name, "description": "Sum of digits.", "arguments": {"type": "object", "properties": {"n": {"type": "integer"}}},
+         "packages": "", "code": code}
+    d.update(kw)
+    return d
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------------------------ prompt
+
+
+def _prompt(**kw: Any) -> str:
+    results = [result("t-pass", True, answer="4"), result("t-fail", False, "expected 42 but got 41: off by one", "41", "42")]
+    trajs = {"t-pass": trajectory("What is 2+2?", "4", "4"), "t-fail": trajectory("Sum 1..8 plus 6?", "41", "41")}
+    history = [{"epoch": 0, "score": 0.5, "kept": None, "actions": []},
+               {"epoch": 1, "score": 0.25, "kept": False, "actions": [{"kind": "add", "name": "broken_tool", "accepted": True}]}]
+    msgs = build_prompt(FILES, make_eval(results), trajs, history, max_actions=2, context_tokens=kw.pop("context_tokens", 8000), **kw)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    return msgs[0]["content"] + "\n" + msgs[1]["content"]
+
+
+def test_prompt_shows_functions_with_schema_history_and_rules() -> None:
+    """The optimizer sees the current source, the schema the agent sees, past epochs and the file rules."""
+    p = _prompt()
+    assert "### functions/calculate.py" in p and "_OPS = {ast.Add" in p
+    assert '"name": "calculate"' in p  # the tool schema derived from the type hints
+    assert "epoch 1: score 0.250, reverted; actions: add:broken_tool" in p
+    assert "epoch 0: score 0.500, baseline" in p
+    assert "Exactly one public function" in p and "at most 2 actions" in p
+    assert "1/2 tasks passed" in p
+
+
+def test_prompt_puts_failures_first_with_checker_feedback() -> None:
+    p = _prompt()
+    assert p.index("Task t-fail: FAILED") < p.index("Task t-pass: PASSED")
+    assert "checker feedback: expected 42 but got 41: off by one" in p
+    assert "[calculate returned] 41" in p  # the tool output of the trajectory
+    assert "You are the agent." not in p  # the agent's system prompt is noise
+
+
+def test_prompt_shows_problems_of_a_broken_current_file() -> None:
+    msgs = build_prompt({"bad.py": b"def bad(x):\n    return x\n"}, make_eval([]), {}, [], max_actions=1, context_tokens=4000)
+    assert "Problems (the agent cannot use this file" in msgs[1]["content"]
+
+
+def test_sealed_test_task_never_reaches_the_optimizer() -> None:
+    """A sealed test split must never leak into the optimizer's prompt: not its id, question, answer or feedback."""
+    results = [result("train-1", False, "wrong", "1", "2"),
+               result("SEALED-TEST-7", False, "SEALED-FEEDBACK", "SEALED-ANSWER", "SEALED-EXPECTED")]
+    trajs = {"train-1": trajectory("train question", "1", "1"),
+             "SEALED-TEST-7": trajectory("SEALED-QUESTION", "SEALED-TOOL-OUTPUT", "SEALED-ANSWER")}
+    for budget in (500, 3000, 50000):
+        msgs = build_prompt(FILES, make_eval(results), trajs, [], max_actions=1, context_tokens=budget,
+                            forbidden_task_ids={"SEALED-TEST-7"})
+        dump = json.dumps(msgs)
+        assert "SEALED" not in dump
+    assert "train question" in dump and "0/1 tasks passed" in dump
+
+
+def test_trimming_respects_the_token_budget_and_keeps_failures_and_feedback() -> None:
+    """Huge trajectories are cut to the budget; every failure and its feedback survive, passes go first."""
+    results = [result(f"fail-{i}", False, f"FEEDBACK-{i}: expected {i} got {i + 1}", str(i + 1), str(i)) for i in range(8)]
+    results += [result(f"pass-{i}", True, answer=str(i)) for i in range(30)]
+    big = "lots of tool output " * 3000
+    trajs = {r.task_id: trajectory(f"question of {r.task_id}", big, f"ANSWER-{r.task_id}") for r in results}
+    for budget in (3000, 6000, 12000):
+        msgs = build_prompt(FILES, make_eval(results), trajs, [], max_actions=3, context_tokens=budget)
+        assert count_message_tokens(msgs) <= budget
+        user = msgs[1]["content"]
+        for i in range(8):
+            assert f"FEEDBACK-{i}: expected {i} got {i + 1}" in user
+        assert "…[cut " in user
+    assert "ANSWER-fail-0" in user  # the tail of a trajectory (the agent's answer) is kept
+
+
+def test_small_budget_lists_left_out_failures_instead_of_overflowing() -> None:
+    results = [result(f"fail-{i}", False, "feedback " * 50) for i in range(200)]
+    msgs = build_prompt(FILES, make_eval(results), {}, [], max_actions=3, context_tokens=3000)
+    assert count_message_tokens(msgs) <= 3000
+    assert "more failed tasks left out for space" in msgs[1]["content"]
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_well_formed_tool_calls() -> None:
+    msg = {"role": "assistant", "content": "fixing", "tool_calls": [
+        call("add_function", add_args()), call("revise_function", add_args("calculate", source("calculate"))),
+        call("remove_function", {"name": "old"})]}
+    actions, rejected = parse_actions(msg, 3)
+    assert rejected == []
+    assert [(a.kind, a.name) for a in actions] == [("add", "digit_sum"), ("revise", "calculate"), ("remove", "old")]
+    assert actions[0].code == DIGIT_SUM
+    assert actions[0].arguments["properties"]["n"]["type"] == "integer"
+    assert actions[0].packages == []
+
+
+def test_parse_json_string_inside_json_and_packages_string() -> None:
+    """Models often send `arguments` (the schema) as a JSON string, or the whole arguments double-encoded."""
+    args = add_args(arguments=json.dumps({"n": {"type": "integer"}}), packages="sympy, numpy>=1.0")
+    actions, rejected = parse_actions({"tool_calls": [call("add_function", json.dumps(json.dumps(args)))]}, 3)
+    assert rejected == []
+    assert actions[0].arguments == {"type": "object", "properties": {"n": {"type": "integer"}}}
+    assert actions[0].packages == ["sympy", "numpy"]
+
+
+def test_parse_missing_optional_fields_and_fenced_code() -> None:
+    actions, rejected = parse_actions({"tool_calls": [call("add_function", {"name": "digit_sum.py", "code": f"```python\n{DIGIT_SUM}```"})]}, 3)
+    assert rejected == []
+    a = actions[0]
+    assert (a.name, a.description, a.arguments, a.packages) == ("digit_sum", "", {}, [])
+    assert a.code.strip() == DIGIT_SUM.strip()
+
+
+def test_parse_invalid_json_is_rejected_with_reason() -> None:
+    actions, rejected = parse_actions({"tool_calls": [call("add_function", '{"name": "digit_sum", "code": "def')]}, 3)
+    assert actions == []
+    assert rejected[0].kind == "add" and rejected[0].name == "digit_sum" and not rejected[0].accepted
+    assert rejected[0].reason.startswith("arguments are not valid JSON: ")
+
+
+def test_parse_unknown_tool_and_missing_code_rejected() -> None:
+    msg = {"tool_calls": [call("delete_repo", {"name": "x"}), call("revise_function", {"name": "calculate"})]}
+    actions, rejected = parse_actions(msg, 3)
+    assert actions == []
+    assert "unknown action 'delete_repo'" in rejected[0].reason
+    assert rejected[1].reason.startswith("missing code")
+
+
+def test_parse_over_max_actions_rejected() -> None:
+    msg = {"tool_calls": [call("remove_function", {"name": f"f{i}"}, f"c{i}") for i in range(4)]}
+    actions, rejected = parse_actions(msg, 2)
+    assert [a.name for a in actions] == ["f0", "f1"]
+    assert [(r.name, r.reason) for r in rejected] == [("f2", "over max_actions (2 per epoch)"), ("f3", "over max_actions (2 per epoch)")]
+
+
+def test_parse_content_only_json_answer() -> None:
+    """A model without tool calling answers with ```json fenced actions in its text."""
+    body = json.dumps([{"action": "add_function", **add_args()}, {"action": "remove_function", "name": "old"}])
+    msg = {"role": "assistant", "content": f"I will add digit_sum.\n```json\n{body}\n```"}
+    actions, rejected = parse_actions(msg, 3)
+    assert rejected == [] and [(a.kind, a.name) for a in actions] == [("add", "digit_sum"), ("remove", "old")]
+    single = {"content": json.dumps({"name": "revise_function", "arguments": add_args("calculate", CALCULATE)})}
+    assert [(a.kind, a.name) for a in parse_actions(single, 3)[0]] == [("revise", "calculate")]
+    assert parse_actions({"content": "TERMINATE"}, 3) == ([], [])
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _reason(action: Action, current: Optional[dict[str, bytes]] = None) -> Optional[str]:
+    return run(validate_action(action, FILES if current is None else current))
+
+
+@pytest.mark.parametrize("name", ["../.github/workflows/x", "/etc/passwd", "a/b", "class", "a b", "_private", "os", ""])
+def test_unsafe_names_rejected(name: str) -> None:
+    """A name can never become a path outside functions/, a keyword or a stdlib shadow."""
+    assert _reason(Action("add", name, source("x"))) is not None
+    assert _reason(Action("remove", name)) is not None
+
+
+def test_good_add_accepted() -> None:
+    assert _reason(Action("add", "digit_sum", DIGIT_SUM)) is None
+
+
+def test_syntax_error_rejected() -> None:
+    reason = _reason(Action("add", "digit_sum", "def digit_sum(n: int) -> int\n    return n\n"))
+    assert reason and "functions/digit_sum.py:1" in reason
+
+
+def test_function_name_must_match() -> None:
+    reason = _reason(Action("add", "digit_sum", source("other_name")))
+    assert reason and "digit_sum" in reason
+
+
+def test_module_level_call_rejected() -> None:
+    reason = _reason(Action("add", "digit_sum", DIGIT_SUM + "\nprint('side effect')\n"))
+    assert reason and "functions/digit_sum.py:9" in reason and "print" in reason
+
+
+def test_add_existing_and_revise_or_remove_missing_rejected() -> None:
+    assert "already exists" in (_reason(Action("add", "calculate", source("calculate"))) or "")
+    assert "no function digit_sum" in (_reason(Action("revise", "digit_sum", DIGIT_SUM)) or "")
+    assert "no function digit_sum" in (_reason(Action("remove", "digit_sum")) or "")
+    assert _reason(Action("remove", "calculate")) is None  # removing the last function is allowed
+
+
+def test_uninstalled_package_rejected() -> None:
+    reason = _reason(Action("add", "digit_sum", DIGIT_SUM, packages=["surely_not_a_package_xyz"]))
+    assert reason and "the sandbox has no package installer" in reason
+    reason = _reason(Action("add", "digit_sum", "import surely_not_a_package_xyz\n\n\n" + DIGIT_SUM))
+    assert reason and "surely_not_a_package_xyz" in reason
+    assert _reason(Action("add", "digit_sum", DIGIT_SUM, packages=["math", "json"])) is None
+
+
+@pytest.mark.skipif(not HAS_SANDBOX, reason="forgegit.sandbox is not there yet")
+def test_code_that_fails_to_import_rejected() -> None:
+    """The file set is imported in the sandbox: a bad import name is caught before any commit."""
+    reason = _reason(Action("add", "digit_sum", "from math import no_such_name_xyz\n\n\n" + DIGIT_SUM))
+    assert reason and "fails to import" in reason and "no_such_name_xyz" in reason
+
+
+# ------------------------------------------------------------------------------------ applying
+
+
+def test_apply_actions_is_pure_and_in_order() -> None:
+    files = dict(FILES)
+    out = apply_actions(files, [Action("add", "digit_sum", DIGIT_SUM), Action("remove", "calculate"),
+                                Action("revise", "digit_sum", source("digit_sum"))])
+    assert files == FILES
+    assert out == {"digit_sum.py": source("digit_sum").encode()}
+    with pytest.raises(ForgegitError):
+        apply_actions(files, [Action("add", "../evil", "x")])
+
+
+def test_write_actions_writes_and_deletes_under_functions(tmp_path: Path) -> None:
+    (tmp_path / "functions").mkdir()
+    (tmp_path / "functions" / "calculate.py").write_bytes(CALCULATE.encode())
+    changed = write_actions(tmp_path, [Action("add", "digit_sum", DIGIT_SUM.rstrip("\n")), Action("remove", "calculate")])
+    assert changed == ["functions/digit_sum.py", "functions/calculate.py"]
+    assert (tmp_path / "functions" / "digit_sum.py").read_text() == DIGIT_SUM
+    assert not (tmp_path / "functions" / "calculate.py").exists()
+    assert sorted(p.name for p in (tmp_path / "functions").iterdir()) == ["digit_sum.py"]  # no temp files left
+    assert write_actions(tmp_path, [Action("revise", "digit_sum", DIGIT_SUM)]) == []  # unchanged content
+
+
+def test_write_actions_refuses_symlinked_functions_dir(tmp_path: Path) -> None:
+    """A functions/ symlink pointing elsewhere must not let the optimizer write outside the worktree."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "functions").symlink_to(outside)
+    with pytest.raises(ForgegitError, match="symlink"):
+        write_actions(work, [Action("add", "digit_sum", DIGIT_SUM)])
+    assert list(outside.iterdir()) == []
+
+
+def test_write_actions_refuses_symlinked_file_and_bad_names(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    work = tmp_path / "work"
+    (work / "functions").mkdir(parents=True)
+    (work / "functions" / "digit_sum.py").symlink_to(victim)
+    with pytest.raises(ForgegitError, match="symlink"):
+        write_actions(work, [Action("revise", "digit_sum", DIGIT_SUM)])
+    with pytest.raises(ForgegitError, match="refusing"):
+        write_actions(work, [Action("add", "../../escape", DIGIT_SUM)])
+    assert victim.read_text() == "keep"
+    assert not (tmp_path / "escape.py").exists() and not (work / "escape.py").exists()
+
+
+def test_commit_message_subject_body_and_trailers(tmp_path: Path) -> None:
+    """git itself must read the forgegit and AI-authorship trailers."""
+    msg = commit_message(3, [Action("add", "digit_sum"), Action("revise", "calculate")],
+                         "Task 7 failed on digit sums.\n\nAdded a helper.", "gpt-4o-mini")
+    subject, _, rest = msg.partition("\n\n")
+    assert subject == "forgegit: epoch 3: add digit_sum, revise calculate"
+    assert "Task 7 failed on digit sums." in rest
+    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg, capture_output=True, text=True, check=True).stdout
+    assert parsed.splitlines() == [
+        "Forgegit-Epoch: 3", "Forgegit-Actions: add:digit_sum,revise:calculate",
+        "Co-authored-by: gpt-4o-mini <forgegit@users.noreply.github.com>"]
+    assert commit_message(1, [], "", "m\n<x>").startswith("forgegit: epoch 1: no changes\n\nForgegit-Epoch: 1")
+
+
+# ------------------------------------------------------------------------------------ propose
+
+
+def test_action_tools_are_valid_openai_tool_schemas() -> None:
+    assert [t["function"]["name"] for t in ACTION_TOOLS] == ["add_function", "revise_function", "remove_function"]
+    for t in ACTION_TOOLS:
+        params = t["function"]["parameters"]
+        assert params["type"] == "object" and set(params["required"]) <= set(params["properties"])
+
+
+@dataclass
+class FakeResult:
+    message: dict[str, Any]
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=lambda: Usage(prompt_tokens=10, completion_tokens=5, calls=1))
+    cached: bool = False
+
+
+class FakeLLM:
+    """Answers from a list of messages (or raises an exception placed in it)."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+        self.requests: list[list[dict[str, Any]]] = []
+
+    async def chat(self, messages: list[dict[str, Any]], **kw: Any) -> FakeResult:
+        self.requests.append(json.loads(json.dumps(messages)))
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return FakeResult(reply)
+
+
+def _propose(llm: Any, **kw: Any) -> Any:
+    ev = make_eval([result("t1", False, "expected 9 got 8", "8", "9")])
+    return run(propose(llm, FILES, ev, {"t1": trajectory("digit sum of 1233?", "8", "8")}, [], **kw))
+
+
+def test_propose_without_repair_keeps_good_actions_and_reasons() -> None:
+    llm = FakeLLM([{"role": "assistant", "content": None, "tool_calls": [
+        call("add_function", add_args("../.github/workflows/x", DIGIT_SUM), "c1"), call("add_function", add_args(), "c2")]}])
+    p = _propose(llm, repair=False)
+    assert [(a.kind, a.name) for a in p.actions] == [("add", "digit_sum")]
+    assert len(p.rejected) == 1 and "path" in p.rejected[0].reason
+    assert p.rationale == "add digit_sum"  # no text from the model: a summary
+    assert p.usage.calls == 1 and len(llm.requests) == 1
+
+
+def test_propose_actions_apply_in_order() -> None:
+    """An add then a revise of the same new function validates against the evolving file set."""
+    llm = FakeLLM([{"role": "assistant", "content": "two steps", "tool_calls": [
+        call("add_function", add_args(), "c1"), call("revise_function", add_args(code=DIGIT_SUM.replace("abs(n)", "n")), "c2")]}])
+    p = _propose(llm)
+    assert [(a.kind, a.name) for a in p.actions] == [("add", "digit_sum"), ("revise", "digit_sum")]
+    assert p.rejected == [] and p.rationale == "two steps"
+
+
+def test_propose_repair_failure_keeps_first_answer() -> None:
+    from forgegit.llm import LLMError
+    llm = FakeLLM([{"role": "assistant", "content": "try", "tool_calls": [
+        call("add_function", add_args(code="def digit_sum(:\n"), "c1"), call("remove_function", {"name": "calculate"}, "c2")]},
+        LLMError("rate limited", "rate_limit")])
+    p = _propose(llm)
+    assert [(a.kind, a.name) for a in p.actions] == [("remove", "calculate")]
+    assert "repair request failed: rate limited" in p.rationale
+
+
+def test_propose_end_to_end_with_repair_against_scripted_server(scripted: Callable[..., ScriptedServer]) -> None:
+    """A real HTTP round trip: one bad + one good action, the rejection is sent back as a tool result, then a fix."""
+    from forgegit.llm import LLM, Endpoint
+
+    def script(request: dict[str, Any]) -> Any:
+        assert [t["function"]["name"] for t in request["tools"]] == ["add_function", "revise_function", "remove_function"]
+        tools_seen = [m for m in request["messages"] if m["role"] == "tool"]
+        if not tools_seen:
+            return tool_calls(("add_function", add_args("digit_sum", source("wrong_name"))),
+                              ("revise_function", add_args("calculate", source("calculate", "return x.strip()"))),
+                              content="digit sums fail; adding a helper and hardening calculate")
+        return tool_calls(("add_function", add_args()), content="fixed the name")
+
+    server = scripted(script)
+    llm = LLM("opt-model", endpoint=Endpoint(server.base_url, "x"))
+
+    async def go() -> Any:
+        try:
+            ev = make_eval([result("t1", False, "expected 9 got 8", "8", "9"), result("SECRET-T", False, "SECRET")])
+            return await propose(llm, FILES, ev, {"t1": trajectory("digit sum of 1233?", "8", "8")}, [],
+                                 max_actions=3, forbidden_task_ids={"SECRET-T"})
+        finally:
+            await llm.aclose()
+
+    p = run(go())
+    assert [(a.kind, a.name) for a in p.actions] == [("revise", "calculate"), ("add", "digit_sum")]
+    assert [(r.kind, r.name, r.accepted) for r in p.rejected] == [("add", "digit_sum", False)]
+    assert "wrong_name" in p.rejected[0].reason or "digit_sum" in p.rejected[0].reason
+    assert server.calls == 2
+    second = server.requests[1]["messages"]
+    tool_msgs = [m for m in second if m["role"] == "tool"]
+    assert len(tool_msgs) == 2 and tool_msgs[0]["content"].startswith("rejected: ") and tool_msgs[1]["content"] == "applied"
+    assert second[-1]["role"] == "user" and "at most 2" in second[-1]["content"]
+    assert "SECRET" not in json.dumps(server.requests)
+    assert p.rationale == "digit sums fail; adding a helper and hardening calculate\n\nfixed the name"
+    assert p.usage.calls == 2 and p.usage.prompt_tokens > 0
+    assert [m["role"] for m in p.messages] == ["system", "user", "assistant", "tool", "tool", "user", "assistant"]
+    files = apply_actions(FILES, p.actions)
+    assert files["digit_sum.py"] == DIGIT_SUM.encode() and b"x.strip()" in files["calculate.py"]
