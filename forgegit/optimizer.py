@@ -107,7 +107,7 @@ Failed tasks come first, each with the checker's feedback, then passed ones. Lon
 {trajectories}
 
 ## Your turn
-Study why the failed tasks failed, then take at most {max_actions} actions (add_function, revise_function, remove_function) that will make the agent solve more tasks of this kind. First explain in a few sentences what went wrong and what you change; then call the tools.
+Study why the failed tasks failed, then take at most {max_actions} actions (add_function, revise_function, remove_function) that will make the agent solve more tasks of this kind. First explain in a few sentences what went wrong and what you change; then call the tools. Try your best to improve the functions: take no action only if you are sure the current ones are the best you can make.
 """
 
 REPAIR_PROMPT = """Some actions were rejected and nothing of them was applied; the accepted ones are applied. Send corrected actions for the rejected ones (at most {left}), following the rules of a function file, or take no action to leave them out."""
@@ -230,10 +230,11 @@ def _render_conversation(messages: list[dict[str, Any]]) -> str:
         role = m.get("role")
         if role == "system":
             continue  # the agent's system prompt is the same in every task
-        text = trim_to_tokens(_content_text(m.get("content")).strip(), MESSAGE_TOKENS)
+        limit = TOOL_OUTPUT_TOKENS if role == "tool" else MESSAGE_TOKENS
+        text = trim_to_tokens(_content_text(m.get("content")).strip(), limit)
         if role == "tool":
             name = names.get(str(m.get("tool_call_id")), m.get("name") or "tool")
-            lines.append(f"[{name} returned] {trim_to_tokens(text, TOOL_OUTPUT_TOKENS)}")
+            lines.append(f"[{name} returned] {text}")
             continue
         if text:
             lines.append(f"[{role}] {text}")
@@ -313,17 +314,22 @@ def build_prompt(
     context_tokens: int,
     forbidden_task_ids: Iterable[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear."""
+    """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
+
+    Only the evaluation's tasks are trimmed (passed ones first, then conversations, never a failure's
+    feedback while it fits): the functions and the history are shown whole, even past the budget.
+    """
     forbidden = frozenset(str(t) for t in forbidden_task_ids)
     results = _ordered_results(last_eval, forbidden)
     shown = {str(r.task_id) for r in results}
     bodies = {str(k): _render_conversation(v) for k, v in trajectories.items() if str(k) in shown}
     passed, total = sum(1 for r in results if r.passed), len(results)
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
+    functions_text, history_text = _render_functions(functions), _render_history(history)
 
     def messages(traj_text: str) -> list[dict[str, Any]]:
         user = USER_PROMPT.format(
-            count=len(functions), functions=_render_functions(functions), history=_render_history(history),
+            count=len(functions), functions=functions_text, history=history_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -455,8 +461,8 @@ def _content_call(item: dict[str, Any]) -> Optional[tuple[str, Any]]:
         return str(item["name"]), item["arguments"]
     for key in ("action", "kind", "tool", "type", "function"):
         value = item.get(key)
-        if isinstance(value, str):
-            tool = value if value in KINDS else TOOL_OF.get(value, value)
+        if isinstance(value, str) and (value in KINDS or value in TOOL_OF):  # other JSON in the text is not an action
+            tool = value if value in KINDS else TOOL_OF[value]
             args = {k: v for k, v in item.items() if k != key}
             if isinstance(args.get("arguments"), dict) and "name" not in args:
                 args = args["arguments"]

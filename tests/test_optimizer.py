@@ -242,6 +242,8 @@ def test_parse_content_only_json_answer() -> None:
     single = {"content": json.dumps({"name": "revise_function", "arguments": add_args("calculate", CALCULATE)})}
     assert [(a.kind, a.name) for a in parse_actions(single, 3)[0]] == [("revise", "calculate")]
     assert parse_actions({"content": "TERMINATE"}, 3) == ([], [])
+    example = 'The schema should be ```json\n{"type": "object", "properties": {}}\n``` and nothing else.'
+    assert parse_actions({"content": example}, 3) == ([], [])  # JSON that is not an action is just text
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -469,3 +471,17 @@ def test_propose_end_to_end_with_repair_against_scripted_server(scripted: Callab
     assert [m["role"] for m in p.messages] == ["system", "user", "assistant", "tool", "tool", "user", "assistant"]
     files = apply_actions(FILES, p.actions)
     assert files["digit_sum.py"] == DIGIT_SUM.encode() and b"x.strip()" in files["calculate.py"]
+
+
+def test_propose_repairs_a_content_only_answer_with_a_user_message() -> None:
+    """Without tool calls there are no tool results to send: the rejections go back as a user message."""
+    bad = json.dumps({"action": "add_function", **add_args(code=source("nope"))})
+    good = json.dumps({"action": "add_function", **add_args()})
+    llm = FakeLLM([{"role": "assistant", "content": f"```json\n{bad}\n```"},
+                   {"role": "assistant", "content": f"```json\n{good}\n```"}])
+    p = _propose(llm)
+    assert [(a.kind, a.name) for a in p.actions] == [("add", "digit_sum")]
+    assert len(p.rejected) == 1
+    repair = llm.requests[1][-1]
+    assert repair["role"] == "user" and "- add digit_sum: rejected: " in repair["content"]
+
