@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forgegit import tokens
 from forgegit.tokens import approx_tokens, count_message_tokens, count_tokens, pieces, trim_to_tokens
@@ -102,3 +104,13 @@ def test_trim_with_tiny_budget_never_exceeds_it() -> None:
 def test_trim_custom_marker() -> None:
     out = trim_to_tokens("alpha " * 300, 40, marker="<<N cut>>")
     assert "cut>>" in out and count_tokens(out) <= 40
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_any_text_splits_losslessly_and_trims_within_budget(text: str) -> None:
+    """No character (combining marks, emoji, control codes) can make trimming lose or overrun."""
+    assert "".join(pieces(text)) == text
+    out = trim_to_tokens(text, 10)
+    assert count_tokens(out) <= 10
+    assert out == text or "cut" in out or out == ""
