@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import math
 import os
 import re
 import sys
@@ -217,6 +218,12 @@ def _unparse(node: ast.AST) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _with_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """schema, also accepting null (keeping its description and default)."""
+    extra = {k: schema.pop(k) for k in ("description", "default") if k in schema}
+    return {**_union([schema, {"type": "null"}]), **extra}
+
+
 def _accepts_null(schema: dict[str, Any]) -> bool:
     t = schema.get("type")
     if t == "null" or (isinstance(t, list) and "null" in t):
@@ -237,12 +244,12 @@ def _indent(line: str) -> int:
 
 
 def _sections(doc: str) -> Iterator[tuple[Optional[str], list[str]]]:
-    """(section name or None for free text, its lines) in order, for a cleaned docstring."""
+    """(Args/Returns-like section name, or None for other text; its lines) in order, for a cleaned docstring."""
     name: Optional[str] = None
     lines: list[str] = []
     for line in doc.splitlines():
         header = _SECTION_RE.match(line)
-        if header and _indent(line) == 0:
+        if header and _indent(line) == 0 and header.group(1).strip().lower() in _DROPPED_SECTIONS:
             yield name, lines
             name, lines = header.group(1).strip().lower(), []
         elif name is not None and line.strip() and _indent(line) == 0:
@@ -260,9 +267,7 @@ def split_docstring(doc: str) -> tuple[str, dict[str, str]]:
     for name, lines in _sections(doc):
         if name in _ARGS_SECTIONS:
             params.update(_parse_args(lines))
-        if name not in _DROPPED_SECTIONS:
-            if name is not None:
-                kept.append(f"{name.capitalize()}:")
+        if name is None:
             kept.extend(lines)
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in kept))
     return text.strip(), params
@@ -316,10 +321,6 @@ def _is_main_guard(stmt: ast.If) -> bool:
     )
 
 
-def _is_type_checking(stmt: ast.If) -> bool:
-    return _type_name(stmt.test) == "TYPE_CHECKING" and not stmt.orelse
-
-
 def _top_level_problems(body: list[ast.stmt], path: str, *, in_class: bool = False) -> list[Problem]:
     """Statements that would run code on import (in the module or in a class body)."""
     problems: list[Problem] = []
@@ -342,9 +343,14 @@ def _top_level_problems(body: list[ast.stmt], path: str, *, in_class: bool = Fal
             problems.append(Problem(path, stmt.lineno, f"`{_unparse(stmt)}` is not a constant (no calls): it would run on import"))
             continue
         if isinstance(stmt, ast.If) and not in_class and _is_main_guard(stmt):
+            problems += _top_level_problems(stmt.orelse, path)  # its body never runs on import; `else:` does
             continue
-        if isinstance(stmt, ast.If) and not in_class and _is_type_checking(stmt):
-            problems += _top_level_problems(stmt.body, path)
+        if isinstance(stmt, ast.If) and not in_class and _is_constant(stmt.test):
+            problems += _top_level_problems(stmt.body + stmt.orelse, path)  # `if TYPE_CHECKING:`, version checks
+            continue
+        if isinstance(stmt, ast.Try) and not in_class and all(_is_constant(h.type) for h in stmt.handlers):
+            bodies = [stmt.body, *(h.body for h in stmt.handlers), stmt.orelse, stmt.finalbody]
+            problems += _top_level_problems([s for b in bodies for s in b], path)  # `try: import x` ...
             continue
         where = "in a class body" if in_class else "at the top level"
         code = _unparse(stmt).splitlines()[0]
@@ -398,7 +404,9 @@ def _default_value(node: ast.expr) -> tuple[bool, Any]:
 
 
 def _json_able(value: Any) -> bool:
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if isinstance(value, float):
+        return math.isfinite(value)  # JSON has no inf/nan
+    if value is None or isinstance(value, (str, bool, int)):
         return True
     if isinstance(value, (list, tuple)):
         return all(_json_able(v) for v in value)
@@ -620,8 +628,8 @@ def parse_function(path: str, source: bytes | str) -> FunctionSpec:
     if problems:
         raise FunctionFileError(problems)
     text, _ = _decode(path, source)
-    assert text is not None  # check_source passed
-    tree = ast.parse(text)
+    tree = _parse(path, text or "")[0]
+    assert text is not None and tree is not None  # check_source passed
     name = _stem(path)
     fn = next(s for s in _public_functions(tree) if s.name == name)
     assert isinstance(fn, ast.FunctionDef)
@@ -639,6 +647,8 @@ def _parameters(fn: ast.FunctionDef, arg_docs: dict[str, str]) -> dict[str, Any]
             schema["description"] = arg_docs[p.name]
         if p.default is not None:
             schema["default"] = _default_value(p.default)[1]
+            if schema["default"] is None and not _accepts_null(schema):  # `x: int = None`
+                schema = _with_null(schema)
         elif not _accepts_null(schema):
             required.append(p.name)
         properties[p.name] = schema

@@ -157,6 +157,15 @@ def test_optional_parameter_without_default_is_not_required() -> None:
     assert "default" not in spec.parameters["properties"]["x"]
 
 
+def test_none_default_makes_the_schema_nullable() -> None:
+    """`x: int = None` lets the model send null, so the default is valid against the schema."""
+    spec = parse_function("f.py", 'def f(x: int = None, y: Literal["a"] = None):\n    """D.\n\n    Args:\n        x: An x.\n    """\nfrom typing import Literal\n')
+    assert spec.parameters["properties"] == {
+        "x": {"type": ["integer", "null"], "description": "An x.", "default": None},
+        "y": {"type": ["string", "null"], "enum": ["a", None], "default": None},
+    }
+
+
 def test_list_and_dict_defaults_become_json_defaults() -> None:
     spec = parse_function("f.py", 'def f(a: list[int] = (1, 2), b: dict[str, int] = {"k": 1}):\n    """D."""\n')
     props = spec.parameters["properties"]
@@ -176,6 +185,12 @@ def test_docstring_sections_other_than_args_and_returns_are_kept() -> None:
 
 def test_docstring_without_args_section_gives_no_param_descriptions() -> None:
     assert split_docstring("Just a summary.\n\nx: not an arg section") == ("Just a summary.\n\nx: not an arg section", {})
+
+
+def test_prose_lines_ending_in_a_colon_are_kept_verbatim() -> None:
+    """Only Args/Returns-like headers start a dropped section; `Use it like this:` is prose."""
+    doc = "Convert Units.\n\nUse it like THIS:\n    f('km')\nReturns:\n    A float."
+    assert split_docstring(doc) == ("Convert Units.\n\nUse it like THIS:\n    f('km')", {})
 
 
 def test_text_after_an_args_section_is_kept_as_description() -> None:
@@ -203,10 +218,15 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ("posonly", "f.py", 'def f(a: int, /):\n    """D."""\n', 1, "parameter `a` is positional-only"),
     ("call-default", "f.py", 'import os\ndef f(\n    a: str = os.getcwd(),\n):\n    """D."""\n', 3, "the default of parameter `a` must be a literal"),
     ("not-imported", "f.py", 'def f(\n    a: Optional[int] = None,\n):\n    """D."""\n', 2, "`Optional` is not imported (add `from typing import Optional`)"),
+    ("inf-default", "f.py", 'def f(\n    a: float = 1e999,\n):\n    """D."""\n', 2, "the default of parameter `a` must be a literal"),
+    ("main-else", "f.py", 'def f():\n    """D."""\nif __name__ == "__main__":\n    f()\nelse:\n    print("imported")\n', 6, "`print('imported')`"),
     ("top-call", "f.py", 'import os\n\nos.makedirs("x")\n\ndef f():\n    """D."""\n', 3, "code at the top level would run on import: `os.makedirs('x')`"),
     ("top-call-assign", "f.py", 'import re\nPAT = re.compile("x")\ndef f():\n    """D."""\n', 2, "`PAT = re.compile('x')` is not a constant"),
     ("top-loop", "f.py", 'def f():\n    """D."""\nfor i in (1, 2):\n    pass\n', 3, "code at the top level would run on import: `for i in (1, 2):`"),
     ("attr-assign", "f.py", 'import os\nos.environ["A"] = "1"\ndef f():\n    """D."""\n', 2, "code at the top level would run on import"),
+    ("if-body", "f.py", 'import sys\nif sys.platform == "linux":\n    import os\n    os.nice(1)\ndef f():\n    """D."""\n', 4, "`os.nice(1)`"),
+    ("if-call-test", "f.py", 'import os\nif os.fork():\n    pass\ndef f():\n    """D."""\n', 2, "code at the top level would run on import: `if os.fork():`"),
+    ("try-body", "f.py", 'try:\n    import numpy\nexcept ImportError:\n    print("no numpy")\ndef f():\n    """D."""\n', 4, "`print('no numpy')`"),
     ("class-body", "f.py", 'class _C:\n    X = 1\n    print(X)\ndef f():\n    """D."""\n', 3, "code in a class body would run on import: `print(X)`"),
     ("async", "f.py", 'async def f():\n    """D."""\n', 1, "`f` must be a plain `def`, not `async def`"),
     ("bad-file-name", "my-tool.py", 'def g():\n    """D."""\n', 1, "`my-tool` cannot be a function name"),
@@ -252,10 +272,19 @@ def test_allowed_top_level_statements_pass() -> None:
         from __future__ import annotations
 
         import math
+        import sys
         from typing import TYPE_CHECKING, Literal, Optional
 
         if TYPE_CHECKING:
             from collections.abc import Iterable
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:
+            import tomli as tomllib
+        try:
+            import numpy
+        except (ImportError, OSError):
+            numpy = None
 
         __all__ = ["f"]
         LIMIT: int = 10
