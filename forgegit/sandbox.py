@@ -1,0 +1,465 @@
+"""Out-of-process execution of untrusted function code: a warm, asyncio pool of isolated workers.
+
+Function files are written by an LLM, so they never run in this process. Each worker
+(`sandbox_worker.py`) is a separate Python process with its own session and temp dir, a scrubbed
+environment, resource limits (address space, file size, no core files, process count) and, when the
+kernel allows it, new network/PID/mount namespaces. Calls time out by killing the worker's process
+group; the pool then replaces the worker. Every failure becomes a `ToolOutcome(ok=False)`.
+
+What is blocked where:
+- as root: the worker drops to uid/gid 65534 (nobody) after its temp dir is made its own, so
+  RLIMIT_NPROC applies, and the code cannot read /root, the host's HOME or signal the host. Network,
+  PID and mount namespaces are used (root may create them); the mount namespace hides directories the
+  worker user cannot enter (e.g. /root) behind an empty tmpfs, keeping the Python installation inside
+  visible at the same path.
+- as a non-root user: no privilege drop is possible; the worker tries an unprivileged user namespace
+  (with network + PID namespaces). Where the kernel forbids that, `network_isolated` is False: the
+  network is NOT blocked, and code runs as the same user, so it could read that user's files and
+  signal that user's processes. RLIMIT_NPROC then counts all of the user's processes (the limit is set
+  to the current count plus `max_processes`).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ForgegitError
+
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
+NOBODY = 65534  # uid/gid the worker runs as when started by root
+START_TIMEOUT = 60.0  # seconds for a worker to start (plus the import budget of the functions)
+ENV_COPY = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+ENV_FIXED = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONIOENCODING": "utf-8",
+    "PYTHONUTF8": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+}
+
+
+@dataclass
+class Limits:
+    """Per-call limits of the sandbox."""
+
+    timeout: float = 10.0  # seconds per call
+    memory_mb: int = 512  # address space of a worker (RLIMIT_AS)
+    max_output: int = 20000  # characters of return value / captured output
+    max_processes: int = 64  # RLIMIT_NPROC
+
+
+@dataclass
+class ToolOutcome:
+    """What one tool call produced: the text the agent sees, and an error kind when it failed."""
+
+    ok: bool
+    output: str
+    error: Optional[str] = None  # "exception" | "timeout" | "memory" | "crash" | "bad_arguments" | "unknown_function"
+    duration: float = 0.0
+
+
+class _WorkerDied(Exception):
+    """The worker closed its pipe or answered out of protocol."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process, its temp dir and how many calls it has served."""
+
+    proc: asyncio.subprocess.Process
+    root: str
+    info: dict[str, Any] = field(default_factory=dict)
+    calls: int = 0
+    seq: int = 0
+
+    async def exchange(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and read its reply."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.seq += 1
+        msg = {**msg, "id": self.seq}
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        try:
+            await self.proc.stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise _WorkerDied(str(exc)) from exc
+        reply = await self.read()
+        if reply.get("id") != self.seq:
+            raise _WorkerDied("the worker answered out of protocol")
+        return reply
+
+    async def read(self) -> dict[str, Any]:
+        """One protocol message from the worker."""
+        assert self.proc.stdout is not None
+        try:
+            line = await self.proc.stdout.readline()
+        except (ValueError, asyncio.LimitOverrunError) as exc:
+            raise _WorkerDied("the worker sent an oversized message") from exc
+        if not line:
+            raise _WorkerDied("the worker exited")
+        try:
+            reply = json.loads(line)
+        except ValueError as exc:
+            raise _WorkerDied("the worker sent a malformed message") from exc
+        if not isinstance(reply, dict):
+            raise _WorkerDied("the worker sent a malformed message")
+        return reply
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group (its supervisor; the rest dies with it)."""
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    async def stop(self, graceful: bool = False) -> None:
+        """Stop the process and remove its temp dir (even when cancelled)."""
+        try:
+            if graceful and self.proc.returncode is None and self.proc.stdin is not None:
+                try:
+                    self.proc.stdin.close()
+                    await asyncio.wait_for(self.proc.wait(), 2.0)
+                except (asyncio.TimeoutError, ConnectionError, OSError):
+                    pass
+            self.kill()
+            await asyncio.wait_for(self.proc.wait(), 5.0)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.kill()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    async def exit_description(self) -> str:
+        """How the worker ended: 'exited with code 3' or 'was killed by signal SIGSEGV'."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), 2.0)
+        except asyncio.TimeoutError:
+            self.kill()
+            return "stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"was killed by signal {name}"
+        return f"exited with code {code}"
+
+
+def _environment(workdir: str) -> dict[str, str]:
+    """The worker's whole environment: an allow-list, nothing else from the host."""
+    env = {k: os.environ[k] for k in ENV_COPY if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(ENV_FIXED)
+    env.update(HOME=workdir, TMPDIR=workdir, TMP=workdir, TEMP=workdir, USER="sandbox", LOGNAME="sandbox")
+    return env
+
+
+def _make_dirs(dropping: bool) -> tuple[str, str, str]:
+    """(root, workdir, staging): a private temp dir, the worker's own work dir inside it, and a mount staging dir."""
+    root = tempfile.mkdtemp(prefix="forgegit-sandbox-")
+    workdir, staging = os.path.join(root, "work"), os.path.join(root, "mnt")
+    os.mkdir(workdir, 0o700)
+    os.mkdir(staging, 0o700)
+    if dropping:
+        os.chmod(root, 0o711)  # the worker user may pass through to its work dir, not list the root
+        os.chown(workdir, NOBODY, NOBODY)
+    return root, workdir, staging
+
+
+def _python_flags() -> list[str]:
+    """Interpreter flags: no user site-packages, no bytecode, no script dir on sys.path."""
+    return ["-s", "-B"] + (["-P"] if sys.version_info >= (3, 11) else [])
+
+
+class Sandbox:
+    """A pool of warm worker processes that run the function files; every call returns a ToolOutcome."""
+
+    def __init__(
+        self,
+        functions: dict[str, bytes],
+        limits: Optional[Limits] = None,
+        *,
+        workers: int = 2,
+        recycle_after: int = 500,
+    ) -> None:
+        self.functions = {os.path.basename(k): bytes(v) for k, v in functions.items() if k.endswith(".py")}
+        self.limits = limits or Limits()
+        self.size = max(1, int(workers))
+        self.recycle_after = max(1, int(recycle_after))
+        self.network_isolated = False
+        self.pid_isolated = False
+        self.privileges_dropped = False
+        self.import_errors: dict[str, str] = {}
+        self._preload = True
+        self._idle: list[_Worker] = []
+        self._live = 0  # workers running or being started
+        self._cond: Optional[asyncio.Condition] = None
+        self._workers: set[_Worker] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the pool's workers (idempotent); raises ForgegitError if none can start."""
+        if self._started:
+            return
+        if self._closed:
+            raise ForgegitError("the sandbox is closed")
+        self._started = True
+        self._cond = asyncio.Condition()
+        self._live = self.size
+        results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for r in results:
+            if isinstance(r, _Worker):
+                self._idle.append(r)
+        self._live -= len(errors)
+        if len(errors) == self.size:
+            self._started = False
+            raise ForgegitError(f"the sandbox could not start: {errors[0]}")
+
+    async def close(self) -> None:
+        """Stop every worker and remove their temp dirs."""
+        self._closed = True
+        if self._tasks:  # replacements in flight: let them finish (they stop what they start), then cancel
+            _, pending = await asyncio.wait(list(self._tasks), timeout=10.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        workers = list(self._workers)
+        self._idle.clear()
+        await asyncio.gather(*(w.stop(graceful=True) for w in workers), return_exceptions=True)
+        self._workers.clear()
+
+    async def __aenter__(self) -> "Sandbox":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ the API
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        """Call functions/<name>.py's <name>(**arguments) in a worker."""
+        if f"{name}.py" not in self.functions:
+            known = ", ".join(sorted(f[:-3] for f in self.functions)) or "none"
+            return ToolOutcome(False, f"there is no function {name!r} (available: {known})", "unknown_function")
+        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+            return ToolOutcome(False, f"bad arguments for {name}: expected an object of named arguments", "bad_arguments")
+        try:
+            json.dumps(arguments)
+        except (TypeError, ValueError) as exc:
+            return ToolOutcome(False, f"bad arguments for {name}: {exc}", "bad_arguments")
+        return await self._request({"op": "call", "name": name, "arguments": arguments}, f"{name}.py")
+
+    async def run_python(self, code: str) -> ToolOutcome:
+        """Run a notebook-like cell with every function importable and pre-bound; shows a final expression."""
+        return await self._request({"op": "python", "code": str(code)}, "the python code")
+
+    async def check(self, fname: str) -> Optional[str]:
+        """Why function file fname cannot be imported or lacks its function, or None when it is fine."""
+        if fname not in self.functions:
+            return f"{fname}: no such function file"
+        outcome = await self._request({"op": "check", "name": fname[:-3]}, f"importing {fname}")
+        if outcome.ok:
+            return None
+        if outcome.error in ("timeout", "crash", "memory"):
+            return f"{fname}: {outcome.output}"
+        return outcome.output
+
+    # ------------------------------------------------------------ the pool
+
+    async def _request(self, msg: dict[str, Any], label: str) -> ToolOutcome:
+        """Run one request on an idle worker, turning every failure into a ToolOutcome."""
+        try:
+            await self.start()
+            worker = await self._acquire()
+        except ForgegitError as exc:
+            return ToolOutcome(False, str(exc), "crash")
+        t0 = time.monotonic()
+        try:
+            reply = await asyncio.wait_for(worker.exchange(msg), self.limits.timeout)
+        except asyncio.TimeoutError:
+            self._retire(worker)
+            return ToolOutcome(
+                False, f"timeout: {label} did not finish within {self.limits.timeout:g} s and was stopped",
+                "timeout", time.monotonic() - t0,
+            )
+        except _WorkerDied as exc:
+            how = await worker.exit_description()
+            self._retire(worker)
+            return ToolOutcome(False, f"crash: the worker running {label} {how} ({exc})", "crash", time.monotonic() - t0)
+        except BaseException:
+            self._retire(worker)  # cancelled mid-call: the worker's state is unknown
+            raise
+        duration = time.monotonic() - t0
+        worker.calls += 1
+        if reply.get("recycle") or worker.calls >= self.recycle_after:
+            self._retire(worker)
+        else:
+            await self._release(worker)
+        ok = bool(reply.get("ok"))
+        output = str(reply.get("output", ""))
+        return ToolOutcome(ok, output, None if ok else str(reply.get("error") or "exception"), duration)
+
+    async def _acquire(self) -> _Worker:
+        """An idle worker; starts one if the pool is short, else waits for one."""
+        assert self._cond is not None
+        async with self._cond:
+            while True:
+                if self._closed:
+                    raise ForgegitError("the sandbox is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._live < self.size:
+                    self._live += 1
+                    break
+                await self._cond.wait()
+        try:
+            return await self._spawn()
+        except BaseException:
+            await self._lost()
+            raise
+
+    async def _release(self, worker: _Worker) -> None:
+        assert self._cond is not None
+        async with self._cond:
+            self._idle.append(worker)
+            self._cond.notify()
+
+    async def _lost(self) -> None:
+        """A worker slot became free (its worker died or failed to start)."""
+        assert self._cond is not None
+        async with self._cond:
+            self._live -= 1
+            self._cond.notify()
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill a worker now; its slot is refilled in the background."""
+        worker.kill()
+        self._workers.discard(worker)
+        self._background(self._replace(worker))
+
+    async def _replace(self, worker: _Worker) -> None:
+        await worker.stop()
+        if self._closed:
+            return
+        try:
+            fresh = await self._spawn()
+        except (ForgegitError, OSError):
+            await self._lost()
+            return
+        if self._closed:
+            await fresh.stop()
+            return
+        await self._release(fresh)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _spawn(self) -> _Worker:
+        """Start a worker; if preloading the functions kills it, retry without preloading."""
+        try:
+            return await self._start_worker(self._preload)
+        except ForgegitError:
+            if not self._preload or not self.functions:
+                raise
+        self._preload = False  # a function file crashes or hangs at import: import lazily per call
+        return await self._start_worker(False)
+
+    async def _start_worker(self, preload: bool) -> _Worker:
+        """Start one worker process and wait until it has imported the functions."""
+        dropping = os.geteuid() == 0
+        root, workdir, staging = _make_dirs(dropping)
+        cfg = {
+            "uid": NOBODY, "gid": NOBODY, "drop": dropping, "workdir": workdir, "staging": staging,
+            "timeout": self.limits.timeout, "memory_mb": self.limits.memory_mb,
+            "max_output": self.limits.max_output, "max_processes": self.limits.max_processes,
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, *_python_flags(), WORKER_SCRIPT, json.dumps(cfg),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                cwd=workdir, env=_environment(workdir), start_new_session=True, close_fds=True, limit=1 << 24,
+            )
+        except OSError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            raise ForgegitError(f"cannot start a sandbox worker: {exc}") from exc
+        worker = _Worker(proc, root)
+        self._workers.add(worker)
+        try:
+            await asyncio.wait_for(self._handshake(worker, preload), START_TIMEOUT + self.limits.timeout * len(self.functions))
+        except (asyncio.TimeoutError, _WorkerDied, ForgegitError) as exc:
+            how = await worker.exit_description() if isinstance(exc, _WorkerDied) else "timed out starting"
+            self._workers.discard(worker)
+            await worker.stop()
+            detail = exc.args[0] if isinstance(exc, ForgegitError) else how
+            raise ForgegitError(f"a sandbox worker failed to start: {detail}") from exc
+        except BaseException:
+            self._workers.discard(worker)
+            await worker.stop()
+            raise
+        return worker
+
+    async def _handshake(self, worker: _Worker, preload: bool) -> None:
+        """Send the function sources; wait for 'ready' and record what isolation the worker got."""
+        assert worker.proc.stdin is not None
+        files = {k: base64.b64encode(v).decode() for k, v in self.functions.items()}
+        worker.proc.stdin.write((json.dumps({"functions": files, "preload": preload}) + "\n").encode())
+        try:
+            await worker.proc.stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise _WorkerDied(str(exc)) from exc
+        info = await worker.read()
+        if info.get("op") == "fatal":
+            raise ForgegitError(str(info.get("output", "")).splitlines()[0])
+        if info.get("op") != "ready":
+            raise _WorkerDied("the worker sent an unexpected message")
+        worker.info = info
+        self.network_isolated = bool(info.get("network_isolated"))
+        self.pid_isolated = bool(info.get("pid_isolated"))
+        self.privileges_dropped = bool(info.get("privileges_dropped"))
+        self.import_errors = dict(info.get("import_errors") or {})
+
+
+async def check_imports(files: dict[str, bytes], limits: Optional[Limits] = None) -> dict[str, str]:
+    """Import each function file in a fresh sandboxed worker; {file name: error} for the bad ones."""
+    errors: dict[str, str] = {}
+    names = {k: os.path.basename(k) for k in files if k.endswith(".py")}
+    for key in files:
+        if key not in names:
+            errors[key] = f"{key}: a function file must end in .py"
+    if not names:
+        return errors
+    sandbox = Sandbox({names[k]: files[k] for k in names}, limits, workers=1)
+    sandbox._preload = False  # import file by file, so a crash or hang is blamed on the right file
+    try:
+        await sandbox.start()
+        for key, fname in sorted(names.items()):
+            problem = await sandbox.check(fname)
+            if problem:
+                errors[key] = problem
+    except ForgegitError as exc:
+        for key in names:
+            errors.setdefault(key, f"{names[key]}: {exc}")
+    finally:
+        await sandbox.close()
+    return errors

@@ -1,0 +1,468 @@
+"""The sandbox runs untrusted function code in real worker processes; nothing here is mocked."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pytest
+
+from forgegit.sandbox import Limits, Sandbox, ToolOutcome, check_imports
+
+T = TypeVar("T")
+IS_ROOT = os.geteuid() == 0
+
+DIGIT_SUM = b'''"""Sum of the digits of n."""
+
+
+def digit_sum(n: int) -> int:
+    """Sum of the digits of n."""
+    total = sum(int(c) for c in str(n))
+    if n == 7:
+        return total / 0
+    return total
+'''
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def fn(name: str, body: str, header: str = "import os\n") -> dict[str, bytes]:
+    """A one-function file set: `def name(**kw)` with body (indented by us)."""
+    lines = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    return {f"{name}.py": f"{header}\n\ndef {name}(**kw):\n{lines}\n".encode()}
+
+
+async def with_sandbox(files: dict[str, bytes], use: Callable[[Sandbox], Awaitable[T]], **kw: Any) -> T:
+    limits = kw.pop("limits", Limits(timeout=5))
+    async with Sandbox(files, limits, **kw) as sb:
+        return await use(sb)
+
+
+def call(files: dict[str, bytes], name: str, arguments: dict[str, Any] | None = None, **kw: Any) -> ToolOutcome:
+    return run(with_sandbox(files, lambda sb: sb.call(name, arguments or {}), **kw))
+
+
+def worker_processes(marker: str) -> list[int]:
+    """Host pids of processes whose command line mentions marker (a worker's temp dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def eventually(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+# ---------------------------------------------------------------- results the agent sees
+
+
+def test_a_call_returns_the_value_and_printed_output() -> None:
+    files = {**fn("shout", "print('working on', kw['word'])\nreturn kw['word'].upper()"),
+             **fn("info", "return {'n': kw['n'], 'items': [1, 2]}")}
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("shout", {"word": "hey"}), await sb.call("info", {"n": 3})]
+
+    shout, info = run(with_sandbox(files, use))
+    assert shout.ok and shout.error is None
+    assert shout.output.startswith("HEY")
+    assert "working on hey" in shout.output
+    assert info.ok and info.output == '{"n": 3, "items": [1, 2]}'
+
+
+def test_an_exception_names_its_type_message_and_line() -> None:
+    out = call({"digit_sum.py": DIGIT_SUM}, "digit_sum", {"n": 7})
+    assert not out.ok and out.error == "exception"
+    assert out.output.startswith("ZeroDivisionError: division by zero (digit_sum.py line 8)")
+    assert call({"digit_sum.py": DIGIT_SUM}, "digit_sum", {"n": 123}).output == "6"
+
+
+def test_wrong_or_missing_arguments_are_reported_as_bad_arguments() -> None:
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("digit_sum", {}), await sb.call("digit_sum", {"n": 1, "base": 2})]
+
+    missing, extra = run(with_sandbox({"digit_sum.py": DIGIT_SUM}, use))
+    assert missing.error == "bad_arguments" and "missing a required argument: 'n'" in missing.output
+    assert extra.error == "bad_arguments" and "unexpected keyword argument 'base'" in extra.output
+
+
+def test_unknown_functions_are_reported_not_raised() -> None:
+    files = {"digit_sum.py": DIGIT_SUM, "helper.py": b"def other():\n    return 1\n"}
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("nope", {}), await sb.call("helper", {})]
+
+    nope, helper = run(with_sandbox(files, use))
+    assert nope.error == "unknown_function" and "digit_sum" in nope.output
+    assert helper.error == "unknown_function" and "does not define a function named helper" in helper.output
+
+
+def test_huge_return_values_and_output_are_cut_with_a_note() -> None:
+    files = {**fn("big", "return 'x' * 100000"), **fn("noisy", "print('y' * 100000)\nreturn 'done'")}
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("big", {}), await sb.call("noisy", {})]
+
+    big, noisy = run(with_sandbox(files, use, limits=Limits(timeout=5, max_output=1000)))
+    assert big.ok and len(big.output) < 1200 and "truncated" in big.output
+    assert noisy.ok and noisy.output.startswith("done") and len(noisy.output) < 1200 and "truncated" in noisy.output
+
+
+def test_run_python_shows_printed_output_and_the_final_expression() -> None:
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [
+            await sb.run_python("x = digit_sum(99)\nprint('sum is', x)\nx * 2"),
+            await sb.run_python("from digit_sum import digit_sum as d\nd(1234)"),
+            await sb.run_python("a = 1\nb = a / 0"),
+            await sb.run_python("print('only printing')"),
+        ]
+
+    bound, imported, error, printing = run(with_sandbox({"digit_sum.py": DIGIT_SUM}, use))
+    assert bound.ok and bound.output == "sum is 18\n36"
+    assert imported.ok and imported.output == "10"
+    assert error.error == "exception" and error.output.startswith("ZeroDivisionError: division by zero (<python> line 2)")
+    assert printing.ok and printing.output == "only printing\n"
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_an_endless_loop_is_stopped_and_the_pool_keeps_working() -> None:
+    files = {**fn("spin", "while True:\n    pass"), "digit_sum.py": DIGIT_SUM}
+
+    async def use(sb: Sandbox) -> tuple[ToolOutcome, float, list[ToolOutcome]]:
+        t0 = time.monotonic()
+        spun = await sb.call("spin", {})
+        elapsed = time.monotonic() - t0
+        after = await asyncio.gather(*(sb.call("digit_sum", {"n": 55}) for _ in range(4)))
+        return spun, elapsed, list(after)
+
+    spun, elapsed, after = run(with_sandbox(files, use, limits=Limits(timeout=1)))
+    assert not spun.ok and spun.error == "timeout" and "1 s" in spun.output
+    assert elapsed < 15
+    assert all(o.ok and o.output == "10" for o in after)
+
+
+def test_a_memory_bomb_is_contained() -> None:
+    files = {
+        **fn("huge", "x = bytearray(10**10)\nreturn len(x)"),
+        **fn("grow", "x = []\nwhile True:\n    x.append(' ' * 10000)"),
+        "digit_sum.py": DIGIT_SUM,
+    }
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("huge", {}), await sb.call("grow", {}), await sb.call("digit_sum", {"n": 12})]
+
+    huge, grow, after = run(with_sandbox(files, use, limits=Limits(timeout=30, memory_mb=256)))
+    assert huge.error == "memory" and "MemoryError" in huge.output and "huge.py line" in huge.output
+    assert grow.error in ("memory", "crash")
+    assert after.ok and after.output == "3"
+
+
+def test_a_fork_bomb_hits_the_process_limit_and_its_processes_are_killed() -> None:
+    # Each child sleeps, so they pile up until RLIMIT_NPROC refuses; some try to escape with setsid().
+    body = """
+import time
+made = 0
+for _ in range(2000):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        return f'{made} {exc.__class__.__name__} {os.getcwd()}'
+    if pid == 0:
+        if made % 2:
+            os.setsid()
+        time.sleep(120)
+        os._exit(0)
+    made += 1
+return f'{made} unlimited {os.getcwd()}'
+"""
+    files = {**fn("bomb", body), "digit_sum.py": DIGIT_SUM}
+
+    async def use(sb: Sandbox) -> tuple[ToolOutcome, ToolOutcome, list[int]]:
+        bomb = await sb.call("bomb", {})
+        workdir = bomb.output.split()[-1]
+        marker = os.path.dirname(workdir)
+        cleaned = await asyncio.to_thread(eventually, lambda: len(worker_processes(marker)) <= 3)
+        assert cleaned, "fork bomb processes were not killed after the call"
+        return bomb, await sb.call("digit_sum", {"n": 99}), worker_processes(marker)
+
+    bomb, after, _ = run(with_sandbox(files, use, limits=Limits(timeout=20, max_processes=40)))
+    made, kind = bomb.output.split()[:2]
+    assert kind == "BlockingIOError" and int(made) <= 40
+    assert after.ok and after.output == "18"
+
+
+def test_a_crashing_function_becomes_a_crash_outcome() -> None:
+    files = {
+        **fn("leave", "os._exit(3)"),
+        **fn("segv", "import ctypes\nreturn ctypes.string_at(0)"),
+        **fn("suicide", "import signal\nos.kill(os.getpid(), signal.SIGKILL)\nos.killpg(os.getpgid(0), signal.SIGKILL)"),
+        "digit_sum.py": DIGIT_SUM,
+    }
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call(n, {}) for n in ("leave", "segv", "suicide")] + [await sb.call("digit_sum", {"n": 5})]
+
+    leave, segv, suicide, after = run(with_sandbox(files, use))
+    assert leave.error == "crash" and "exited with code 3" in leave.output
+    assert segv.error == "crash" and "SIGSEGV" in segv.output
+    assert not suicide.ok and suicide.error in ("crash", "exception")
+    assert after.ok and after.output == "5"
+
+
+def test_a_function_cannot_kill_the_host() -> None:
+    body = """
+import signal
+errors = []
+for target in (kw['host'], os.getppid()):
+    try:
+        os.kill(target, signal.SIGKILL)
+    except OSError as exc:
+        errors.append(exc.__class__.__name__)
+try:
+    os.killpg(kw['host_group'], signal.SIGKILL)
+except OSError as exc:
+    errors.append(exc.__class__.__name__)
+return errors
+"""
+    args = {"host": os.getpid(), "host_group": os.getpgid(0)}
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("kill", args), await sb.call("kill", args)]
+
+    outcomes = run(with_sandbox(fn("kill", body), use))
+    assert os.getpid() == args["host"]  # still here
+    assert all(o.error in (None, "crash", "exception") for o in outcomes)
+
+
+def test_calls_queue_and_run_concurrently_on_the_pool() -> None:
+    files = fn("slow", "import time\ntime.sleep(0.5)\nreturn [kw['i'] * 2, os.getcwd()]")
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return list(await asyncio.gather(*(sb.call("slow", {"i": i}) for i in range(8))))
+
+    t0 = time.monotonic()
+    outcomes = run(with_sandbox(files, use, workers=4))
+    assert time.monotonic() - t0 < 60
+    import json
+
+    values = [json.loads(o.output) for o in outcomes]
+    assert [v[0] for v in values] == [i * 2 for i in range(8)]
+    assert len({v[1] for v in values}) >= 2  # more than one worker served them
+
+
+def test_workers_are_recycled_after_n_calls() -> None:
+    files = {"count.py": b"CALLS = []\n\ndef count():\n    CALLS.append(1)\n    return len(CALLS)\n"}
+
+    async def use(sb: Sandbox) -> list[str]:
+        return [(await sb.call("count", {})).output for _ in range(5)]
+
+    assert run(with_sandbox(files, use, workers=1, recycle_after=2)) == ["1", "2", "1", "2", "1"]
+
+
+def test_cancelling_a_call_leaves_the_pool_usable() -> None:
+    files = {**fn("spin", "while True:\n    pass"), "digit_sum.py": DIGIT_SUM}
+
+    async def use(sb: Sandbox) -> ToolOutcome:
+        task = asyncio.ensure_future(sb.call("spin", {}))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await sb.call("digit_sum", {"n": 11})
+
+    assert run(with_sandbox(files, use, workers=1)).output == "2"
+
+
+# ---------------------------------------------------------------- isolation
+
+
+def test_secrets_in_the_host_environment_are_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
+    monkeypatch.setenv("SOME_SECRET", "hunter2")
+    out = call(fn("env", "return dict(os.environ)"), "env")
+    assert out.ok
+    for leaked in ("OPENAI_API_KEY", "GITHUB_TOKEN", "SOME_SECRET", "sk-very-secret", "ghp_secret", "hunter2"):
+        assert leaked not in out.output
+    assert '"PYTHONHASHSEED": "0"' in out.output and '"HOME"' in out.output
+
+
+def test_code_runs_in_its_own_temp_dir_which_is_removed_afterwards() -> None:
+    body = "open('scratch.txt', 'w').write('x')\nreturn [os.getcwd(), os.environ['HOME'], os.environ['TMPDIR'], os.listdir('.')]"
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("where", {}), await sb.call("where", {})]
+
+    import json
+
+    first, second = (json.loads(o.output) for o in run(with_sandbox(fn("where", body), use, workers=1)))
+    cwd = first[0]
+    assert cwd != os.getcwd() and cwd.startswith(tempfile.gettempdir())
+    assert first[1] == cwd and first[2] == cwd
+    assert second[3] == ["scratch.txt"]  # files from the previous call were removed
+    assert not os.path.exists(cwd)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="privileges are only dropped when the host runs as root")
+def test_code_cannot_write_outside_its_dir_or_read_the_hosts_files(tmp_path: Path) -> None:
+    secret = Path(os.environ["HOME"]) / ".git-credentials"
+    secret.write_text("https://user:token@example.com\n")
+    body = """
+results = {}
+for label, action in [
+    ('write_tmp_path', lambda: open(kw['tmp'] + '/evil.txt', 'w').write('x')),
+    ('write_root', lambda: open('/root/evil.txt', 'w').write('x')),
+    ('read_home', lambda: open(kw['secret']).read()),
+    ('list_root', lambda: os.listdir('/root')),
+]:
+    try:
+        action()
+        results[label] = 'allowed'
+    except OSError as exc:
+        results[label] = exc.__class__.__name__
+return [os.getuid(), results]
+"""
+    out = call(fn("probe", body), "probe", {"tmp": str(tmp_path), "secret": str(secret)})
+    uid, results = __import__("json").loads(out.output)
+    assert uid == 65534
+    assert results["write_tmp_path"] == "PermissionError" and not (tmp_path / "evil.txt").exists()
+    assert results["write_root"] in ("PermissionError", "FileNotFoundError", "OSError")
+    assert results["read_home"] == "PermissionError"
+    assert not os.path.exists("/root/evil.txt")
+
+
+def test_network_connections_to_the_host_fail_when_isolated() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    body = """
+import socket
+try:
+    socket.create_connection(('127.0.0.1', kw['port']), timeout=3).close()
+    return 'connected'
+except OSError as exc:
+    return 'blocked: ' + exc.__class__.__name__
+"""
+
+    async def use(sb: Sandbox) -> tuple[bool, ToolOutcome]:
+        return sb.network_isolated, await sb.call("net", {"port": port})
+
+    try:
+        isolated, out = run(with_sandbox(fn("net", body), use))
+        if not isolated:
+            pytest.skip("this kernel does not let the sandbox create a network namespace")
+        assert out.ok and out.output.startswith("blocked")
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+
+
+def test_module_level_code_runs_only_in_the_worker() -> None:
+    shared = tempfile.mkdtemp()
+    os.chmod(shared, 0o777)
+    marker = os.path.join(shared, "pwned")
+    source = f"import os\nopen({marker!r}, 'w').write(str(os.getuid()))\n\ndef pwn():\n    return 'ok'\n".encode()
+    try:
+        sb = Sandbox({"pwn.py": source})
+        assert not os.path.exists(marker)  # constructing the sandbox runs nothing
+        out = run(with_sandbox({"pwn.py": source}, lambda s: s.call("pwn", {})))
+        assert out.ok and "pwn" not in sys.modules
+        assert os.path.exists(marker)
+        if IS_ROOT:
+            assert os.stat(marker).st_uid == 65534  # written by the worker user, not by us
+        del sb
+        os.unlink(marker)
+        assert run(check_imports({"pwn.py": source})) == {}
+        assert "pwn" not in sys.modules and os.path.exists(marker)
+    finally:
+        for p in Path(shared).iterdir():
+            p.unlink()
+        os.rmdir(shared)
+
+
+# ---------------------------------------------------------------- broken function files
+
+
+def test_a_file_that_fails_to_import_does_not_break_the_others() -> None:
+    files = {
+        "digit_sum.py": DIGIT_SUM,
+        "broken.py": b"def broken(:\n    pass\n",
+        "raises.py": b"x = 1 / 0\n\ndef raises():\n    return 1\n",
+        "exits.py": b"import os\nos._exit(1)\n\ndef exits():\n    return 1\n",
+    }
+
+    async def use(sb: Sandbox) -> dict[str, ToolOutcome]:
+        names = ["broken", "raises", "exits", "digit_sum"]
+        return {n: await sb.call(n, {"n": 4} if n == "digit_sum" else {}) for n in names}
+
+    out = run(with_sandbox(files, use))
+    assert out["broken"].error == "exception" and "SyntaxError" in out["broken"].output
+    assert "broken.py line 1" in out["broken"].output
+    assert out["raises"].error == "exception" and "ZeroDivisionError" in out["raises"].output
+    assert "raises.py line 1" in out["raises"].output
+    assert out["exits"].error == "crash"
+    assert out["digit_sum"].ok and out["digit_sum"].output == "4"
+
+
+def test_check_imports_reports_syntax_errors_and_misnamed_functions() -> None:
+    files = {
+        "good.py": b"def good():\n    return 1\n",
+        "syntax.py": b"def syntax(:\n    pass\n",
+        "misnamed.py": b"def something_else():\n    return 1\n",
+        "hangs.py": b"while True:\n    pass\n",
+        "dies.py": b"import os\nos._exit(2)\n",
+        "json.py": b"def json():\n    return 1\n",
+        "functions/nested.py": b"def nested():\n    return 1\n",
+    }
+    errors = run(check_imports(files, Limits(timeout=2)))
+    assert set(errors) == {"syntax.py", "misnamed.py", "hangs.py", "dies.py", "json.py"}
+    assert "SyntaxError" in errors["syntax.py"] and "syntax.py line 1" in errors["syntax.py"]
+    assert "does not define a function named misnamed" in errors["misnamed.py"]
+    assert "something_else" in errors["misnamed.py"]
+    assert "hangs.py" in errors["hangs.py"] and ("longer than" in errors["hangs.py"] or "timeout" in errors["hangs.py"])
+    assert "dies.py" in errors["dies.py"] and "exited with code 2" in errors["dies.py"]
+    assert "standard-library" in errors["json.py"]
+
+
+def test_permissions_of_the_worker_dir_are_private() -> None:
+    body = "return oct(os.stat('.').st_mode & 0o777)"
+    out = call(fn("perm", body), "perm")
+    assert out.ok and out.output == oct(stat.S_IRWXU)
+
+
+def test_calling_after_close_is_an_error_outcome_not_an_exception() -> None:
+    async def use() -> ToolOutcome:
+        sb = Sandbox({"digit_sum.py": DIGIT_SUM})
+        await sb.start()
+        await sb.close()
+        return await sb.call("digit_sum", {"n": 1})
+
+    out = run(use())
+    assert not out.ok and out.error == "crash" and "closed" in out.output
+
