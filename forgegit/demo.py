@@ -85,17 +85,19 @@ def agent_reply(request: dict[str, Any]) -> Reply:
     return text(f"I will guess from the digital root.\nFinal answer: {guess}")
 
 
-class OptimizerScript:
-    """The scripted optimizer: one scripted proposal per epoch, then 'no changes'."""
+def epoch_of(request: dict[str, Any]) -> int:
+    """Which epoch an optimizer request is for: one more than the epochs in its score history."""
+    prompt = "\n".join(str(m.get("content") or "") for m in request["messages"] if m.get("role") == "user")
+    return len(re.findall(r"^- epoch \d+:", prompt, re.M)) + 1
 
-    def __init__(self) -> None:
-        self.epoch = 0
+
+class OptimizerScript:
+    """The scripted optimizer (stateless, so a resumed run sees the same answers)."""
 
     def __call__(self, request: dict[str, Any]) -> Reply:
-        last = request["messages"][-1]
-        if last.get("role") == "tool":  # a repair round after a rejection: give up politely
+        if any(m.get("role") == "tool" for m in request["messages"]):  # a repair round: give up politely
             return text("Understood; I withdraw the rejected edit.")
-        self.epoch += 1
+        self.epoch = epoch_of(request)
         if self.epoch == 1:
             return tool_calls(("add_function", _action("digit_sum", DIGIT_SUM, "Sum of decimal digits")),
                               content="Every failure is a digit-sum question answered by guessing: add a digit_sum function.")

@@ -168,6 +168,11 @@ class EpochRecord:
     flipped_up: list[str] = field(default_factory=list)
     flipped_down: list[str] = field(default_factory=list)
 
+    @property
+    def end(self) -> str:
+        """Where the branch stands after this epoch: the revert, the kept commit, or the parent."""
+        return self.revert or self.commit or self.parent
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EpochRecord":
         d = dict(d)

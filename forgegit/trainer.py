@@ -106,20 +106,16 @@ class Worktree:
         self.repo = repo
         self.path = git.state_dir(repo) / "worktrees" / run_id
 
-    def open(self, branch: str, start: Optional[str], echo: Echo) -> None:
+    def open(self, commit: str, echo: Echo) -> None:
+        """A detached checkout of commit; stale worktrees of an interrupted run are cleaned first."""
         git.run(["worktree", "prune"], self.repo)
         if self.path.exists():
-            registered = str(self.path) in git.out(["worktree", "list", "--porcelain"], self.repo)
-            if registered:
-                echo(f"cleaning the worktree left by an interrupted run: {self.path}")
-                git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
+            echo(f"cleaning the worktree left by an interrupted run: {self.path}")
+            git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
             shutil.rmtree(self.path, ignore_errors=True)
             git.run(["worktree", "prune"], self.repo)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if start is None:
-            git.run(["worktree", "add", "--quiet", str(self.path), branch], self.repo)
-        else:
-            git.run(["worktree", "add", "--quiet", "-b", branch, str(self.path), start], self.repo)
+        git.run(["worktree", "add", "--quiet", "--detach", str(self.path), commit], self.repo)
 
     def git(self, *args: str, **kw: Any) -> str:
         return git.out(list(args), self.path, **kw)
@@ -131,16 +127,6 @@ class Worktree:
         git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
         shutil.rmtree(self.path, ignore_errors=True)
         git.run(["worktree", "prune"], self.repo, check=False)
-
-
-def trailers(repo: Path, commit: str) -> dict[str, str]:
-    text = git.out(["log", "-1", "--format=%(trailers:only,unfold)", commit], repo)
-    out = {}
-    for line in text.splitlines():
-        k, _, v = line.partition(":")
-        if v:
-            out[k.strip()] = v.strip()
-    return out
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -189,17 +175,22 @@ class Trainer:
             best_commit=base_commit, settings=_settings_json(s),
         )
         history.save_run(self.repo, self.run)
+        git.run(["branch", branch, base_commit], self.repo)
         self.tree = Worktree(self.repo, run_id)
-        self.tree.open(branch, base_commit, self.echo)
+        self.tree.open(base_commit, self.echo)
 
     def resume(self, branch: str) -> None:
-        base_commit, data = history.find_run_note(self.repo, branch)
+        """Pick up a run: the branch is put where the record says its last whole epoch ended."""
+        _, data = history.find_run_note(self.repo, branch)
         self.run = RunRecord.from_json(data)
+        tip = git.resolve(self.repo, branch)
+        expected = self.run.epochs[-1].end if self.run.epochs else self.run.base_commit
+        if tip != expected:
+            # Killed between recording an epoch and moving the branch: finish the move.
+            self.echo(f"moving {branch} to the end of recorded epoch {len(self.run.epochs)} ({expected[:12]})")
+            git.run(["update-ref", f"refs/heads/{branch}", expected, tip], self.repo)
         self.tree = Worktree(self.repo, self.run.run_id)
-        self.tree.open(branch, None, self.echo)
-        # Whatever an interrupted step left uncommitted (written files, a half-done revert) goes.
-        self.tree.git("reset", "--quiet", "--hard", "HEAD")
-        self.tree.git("clean", "--quiet", "-fd", "--", git.FUNCTIONS_DIR)
+        self.tree.open(expected, self.echo)
 
     # -- the loop
 
@@ -212,7 +203,6 @@ class Trainer:
         if not run.epochs:
             run.baseline_score = base_eval.score
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
-        await self.resume_tip()
         while run.status == "running":
             stop = self._stop_reason()
             if stop:
@@ -322,56 +312,21 @@ class Trainer:
         evalstore.update_note(self.repo, epoch.revert, epoch=_epoch_json(epoch))
 
     def _record_epoch(self, epoch: EpochRecord) -> None:
+        """Record the whole epoch, then move the branch to its end (the only time the branch moves)."""
         run = self.run
         run.epochs.append(epoch)
         if epoch.kept and epoch.commit and epoch.score_after is not None:
             run.best_commit, run.best_score = epoch.commit, epoch.score_after
         history.save_run(self.repo, run)
         crashpoint("after-record")
-
-    async def resume_tip(self) -> None:
-        """Bring the branch and the run record back in step after an interruption."""
-        run = self.run
-        tip = self.tree.head()
-        known = {c for e in run.epochs for c in (e.commit, e.revert, e.parent) if c} | {run.base_commit}
-        if tip in known:
-            return
-        t = trailers(self.repo, tip)
-        k = len(run.epochs) + 1
-        if t.get(REVERT_TRAILER) == str(k):
-            # The revert landed but the record did not: the epoch commit's note holds the verdict.
-            epoch_commit = git.out(["rev-parse", f"{tip}^"], self.repo)
-            data = evalstore.read_note(self.repo, epoch_commit).get("epoch")
-            if data:
-                epoch = EpochRecord.from_json(data)
-                epoch.revert = tip
-                evalstore.update_note(self.repo, tip, epoch=_epoch_json(epoch))
-                self._record_epoch(epoch)
-                return
-        if t.get(EPOCH_TRAILER) == str(k):
-            parent = git.out(["rev-parse", f"{tip}^"], self.repo)
-            batch = self._batch(k)
-            before = await self._eval(parent, batch)
-            note = evalstore.read_note(self.repo, tip).get("epoch")
-            if note:  # the verdict was recorded; only the revert (or the record) is missing
-                epoch = EpochRecord.from_json(note)
-                if not epoch.kept:
-                    self._revert(epoch)
-                self._record_epoch(epoch)
-                return
-            actions, rationale = _actions_from_message(git.out(["log", "-1", "--format=%B", tip], self.repo))
-            epoch = EpochRecord(k, parent, tip, None, actions, rationale, before.score, None, False)
-            self.echo(f"epoch {k}: resuming after its commit")
-            await self._gate(epoch, batch, before)
-            return
-        raise ForgegitError(f"{run.branch}: tip {tip[:12]} is not a forgegit epoch; was the branch edited by hand?")
+        git.run(["update-ref", f"refs/heads/{run.branch}", epoch.end, epoch.parent], self.repo)
 
     async def _final(self) -> None:
         """The final gate: best revision vs the base on the validation set; then the sealed test, once."""
         run, s = self.run, self.s
         if not run.stop_reason:
             run.stop_reason = self._stop_reason() or "epochs"
-        head = self.tree.head()
+        head = git.resolve(self.repo, run.branch)
         if run.final_gate is None:
             base_val = await self._eval(run.base_commit, self.val)
             head_val = await self._eval(head, self.val)
@@ -429,20 +384,6 @@ def _worktree_holding(repo: Path, branch: str) -> Optional[Path]:
 def _gain(run: RunRecord) -> str:
     g = run.final_gate
     return f"val {g.base_score:.3f} -> {g.head_score:.3f}" if g else "trained"
-
-
-def _actions_from_message(message: str) -> tuple[list[ActionRecord], str]:
-    actions: list[ActionRecord] = []
-    body: list[str] = []
-    for line in message.splitlines()[1:]:
-        if line.startswith("Forgegit-Actions:"):
-            for item in line.split(":", 1)[1].split(","):
-                kind, _, name = item.strip().partition(":")
-                if name:
-                    actions.append(ActionRecord(kind, name, True))
-        elif not line.startswith(("Forgegit-", "Co-authored-by:")):
-            body.append(line)
-    return actions, "\n".join(body).strip()
 
 
 def _epoch_json(epoch: EpochRecord) -> dict[str, Any]:

@@ -1,0 +1,213 @@
+"""Training end to end on real git repositories against a scripted model on loopback.
+
+The scripted model is forgegit's demo: the agent solves digit sums only with a working
+`digit_sum` function; the optimizer adds it (kept), breaks it (reverted), proposes an unsafe
+name plus a useless function (rejected / reverted), and patience 2 stops the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import git
+
+from forgegit import demo, history
+from forgegit.cli import cli
+from forgegit.scripted import text, tool_calls
+
+CRASH_POINTS = ["after-optimizer", "after-write", "after-commit", "after-eval", "after-note",
+                "during-revert", "after-record"]
+
+
+@pytest.fixture
+def trained_repo(tmp_path: Path, scripted: Any, llm_env: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    repo = demo.make_repo(tmp_path / "repo")
+    server = scripted(demo.make_script())
+    llm_env(server)
+    monkeypatch.chdir(repo)
+    return repo, server
+
+
+def forgegit(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result
+
+
+def train_subprocess(repo: Path, server: Any, *args: str, crash_at: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test")
+    if crash_at:
+        env["FORGEGIT_TEST_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "forgegit", "train", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def outcome(repo: Path, branch: str) -> dict[str, Any]:
+    """What a run decided, independent of commit timestamps: per-epoch actions/scores/verdicts and the final tree."""
+    run = history.load_run(repo, branch)
+    return {
+        "epochs": [(e.epoch, [(a.kind, a.name, a.accepted) for a in e.actions], e.score_before, e.score_after, e.kept)
+                   for e in run.epochs],
+        "final": (run.final_gate.base_score, run.final_gate.head_score, run.final_gate.passed) if run.final_gate else None,
+        "tree": git(repo, "rev-parse", f"{branch}:functions"),
+        "stop": run.stop_reason,
+    }
+
+
+def test_improving_epoch_is_kept_worse_one_reverted_and_patience_stops(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    result = forgegit("train", "--run-id", "t1")
+    assert result.exit_code == 0, result.output
+    run = history.load_run(repo, "forgegit/train/t1")
+    assert [e.kept for e in run.epochs] == [True, False, False]
+    assert run.stop_reason == "early-stop" and len(run.epochs) == 3 < run.settings["epochs"]
+    subjects = git(repo, "log", "--format=%s", "main..forgegit/train/t1").splitlines()[::-1]
+    assert subjects[0] == "forgegit: epoch 1: add digit_sum"
+    assert subjects[1] == "forgegit: epoch 2: revise digit_sum"
+    assert subjects[2].startswith("forgegit: revert epoch 2")
+    # the revert restores exactly the tree the kept epoch had
+    e1, e2 = run.epochs[0], run.epochs[1]
+    assert git(repo, "rev-parse", f"{e2.revert}:functions") == git(repo, "rev-parse", f"{e1.commit}:functions")
+    assert "Forgegit-Epoch: 1" in git(repo, "log", "-1", "--format=%B", e1.commit)
+    assert run.final_gate is not None and run.final_gate.passed
+    assert "functions/digit_sum.py" in git(repo, "ls-tree", "-r", "--name-only", "forgegit/train/t1")
+
+
+def test_invalid_proposals_never_land_and_nothing_outside_functions_is_written(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    assert forgegit("train", "--run-id", "t2").exit_code == 0
+    run = history.load_run(repo, "forgegit/train/t2")
+    rejected = [a for e in run.epochs for a in e.actions if not a.accepted]
+    assert [a.name for a in rejected] == ["../.github/workflows/pwn"] and rejected[0].reason
+    touched = git(repo, "log", "--format=", "--name-only", "main..forgegit/train/t2").split()
+    assert touched and all(p.startswith("functions/") for p in touched)
+    assert not (repo / ".github").exists()
+
+
+def test_users_working_tree_and_branch_are_untouched(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    (repo / "functions" / "add.py").write_text((repo / "functions" / "add.py").read_text() + "# my edit\n")
+    (repo / "notes.txt").write_text("untracked work\n")
+    head, status = git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain")
+    assert forgegit("train", "--run-id", "t3").exit_code == 0
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "rev-parse", "main") == head
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain") == status
+    assert "# my edit" in (repo / "functions" / "add.py").read_text()
+    assert not (repo / "functions" / "digit_sum.py").exists()
+    assert len(git(repo, "worktree", "list").splitlines()) == 1  # the training worktree is gone
+
+
+def test_merge_happens_only_when_the_final_gate_passes(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    before = git(repo, "rev-parse", "main")
+    result = forgegit("train", "--run-id", "t4", "--merge")
+    assert "merged forgegit/train/t4 into main" in result.output
+    assert git(repo, "merge-base", "--is-ancestor", "forgegit/train/t4", "main") == ""
+    assert (repo / "functions" / "digit_sum.py").exists() and before != git(repo, "rev-parse", "main")
+
+
+def test_no_merge_when_nothing_improves(tmp_path: Path, scripted: Any, llm_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = demo.make_repo(tmp_path / "repo")
+
+    def script(request: dict[str, Any]) -> Any:
+        if request["model"] == demo.OPTIMIZER_MODEL:
+            if any(m["role"] == "tool" for m in request["messages"]):
+                return text("ok")
+            return tool_calls(("add_function", {"name": "word_count", "code": demo.WORD_COUNT}))
+        return demo.agent_reply(request)
+
+    llm_env(scripted(script))
+    monkeypatch.chdir(repo)
+    before = git(repo, "rev-parse", "main")
+    result = forgegit("train", "--run-id", "t5", "--merge", "--patience", "1")
+    assert "not merged: the final gate did not pass" in result.output
+    assert git(repo, "rev-parse", "main") == before
+    run = history.load_run(repo, "forgegit/train/t5")
+    assert run.stop_reason == "early-stop" and len(run.epochs) == 1 and not run.improved
+
+
+def test_a_second_training_while_one_runs_is_refused(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    lock = Path(git(repo, "rev-parse", "--git-common-dir")).resolve() / "forgegit" / "train.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{os.getpid()} other-run\n")
+    result = CliRunner().invoke(cli, ["train", "--run-id", "t6"])
+    assert result.exit_code != 0
+    assert "another `forgegit train`" in str(result.exception)
+    assert not git(repo, "branch", "--list", "forgegit/train/t6")
+
+
+def test_resume_of_a_finished_run_with_a_scored_test_split_is_refused(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    (repo / "tasks" / "test.jsonl").write_text((repo / "tasks" / "train.jsonl").read_text())
+    assert forgegit("train", "--run-id", "t7", "--test", "tasks/test.jsonl").exit_code == 0
+    run = history.load_run(repo, "forgegit/train/t7")
+    assert run.test is not None and run.test.head_score == 1.0 and not run.test.passed
+    result = CliRunner().invoke(cli, ["train", "--resume", "--run-id", "t7"])
+    assert result.exit_code != 0 and "refusing to score it again" in str(result.exception)
+
+
+def test_sealed_test_questions_never_reach_the_optimizer(tmp_path: Path, scripted: Any, llm_env: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = demo.make_repo(tmp_path / "repo")
+    sealed = [{"id": "sealed-1", "question": "What is the sum of the digits of 424242?", "answer": "18"}]
+    (repo / "tasks" / "test.jsonl").write_text("".join(json.dumps(t) + "\n" for t in sealed))
+    server = scripted(demo.make_script())
+    llm_env(server)
+    monkeypatch.chdir(repo)
+    assert forgegit("train", "--run-id", "t8", "--test", "tasks/test.jsonl").exit_code == 0
+    optimizer_requests = [json.dumps(r) for r in server.requests if r["model"] == demo.OPTIMIZER_MODEL]
+    assert optimizer_requests and not any("424242" in r or "sealed-1" in r for r in optimizer_requests)
+    assert any("424242" in json.dumps(r) for r in server.requests if r["model"] == demo.AGENT_MODEL)
+
+
+def test_log_shows_the_learning_curve_and_json(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    forgegit("train", "--run-id", "t9")
+    out = forgegit("log").output
+    assert "kept" in out and "reverted" in out and "+digit_sum" in out
+    data = json.loads(forgegit("log", "--json").output)
+    assert [e["kept"] for e in data["epochs"]] == [True, False, False]
+    assert forgegit("log", "--plot", str(repo / "curve.png")).exit_code == 0
+    assert (repo / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_budget_stops_training_cleanly(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    result = forgegit("train", "--run-id", "t10", "--budget-tokens", "1")
+    assert result.exit_code == 0
+    run = history.load_run(repo, "forgegit/train/t10")
+    assert run.stop_reason == "budget" and run.epochs == [] and run.status == "finished"
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_killed_at_any_step_resume_finishes_with_the_uninterrupted_result(tmp_path: Path, scripted: Any, point: str) -> None:
+    server = scripted(demo.make_script())
+    reference_repo = demo.make_repo(tmp_path / "reference")
+    assert train_subprocess(reference_repo, server, "--run-id", "r").returncode == 0
+    expected = outcome(reference_repo, "forgegit/train/r")
+
+    repo = demo.make_repo(tmp_path / "repo")
+    main_before = git(repo, "rev-parse", "main")
+    killed = train_subprocess(repo, server, "--run-id", "r", crash_at=point)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    # Nothing of the user's is touched, and the branch holds only whole, recorded epochs.
+    assert git(repo, "rev-parse", "main") == main_before and git(repo, "status", "--porcelain") == ""
+    run = history.load_run(repo, "forgegit/train/r")
+    ends = {e.end for e in run.epochs} | {run.base_commit}
+    assert git(repo, "rev-parse", "forgegit/train/r") in ends or point == "after-record"
+
+    resumed = train_subprocess(repo, server, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "removed a stale training lock" in resumed.stdout
+    assert outcome(repo, "forgegit/train/r") == expected
+    assert git(repo, "rev-parse", "main") == main_before
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
