@@ -7,7 +7,6 @@ import math
 import re
 import sys
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,7 +28,7 @@ Checker = Callable[[str, Task], Verdict]
 
 # --- extracting answers ---------------------------------------------------------------------
 
-_STATED = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)", re.I)
+_STATED = re.compile(r"(?:final answer|answer)\s*(?:is\b|:|=)\s*:?\s*(.+)", re.I)
 _HASHES = re.compile(r"####\s*(.+)")
 
 
@@ -68,8 +67,10 @@ def extract_final_answer(reply: str) -> str:
 
 # --- numbers --------------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
-_FRACTION = re.compile(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
+_SIGN = r"(?:(?<![\w)\]}])-)?"  # a minus sign, not the subtraction in "10-3"
+_NUMBER = re.compile(_SIGN + r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
+_FRACTION = re.compile(rf"({_SIGN}\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
+_NUMBER_WITH_UNIT = re.compile(rf"({_NUMBER.pattern})(?:\s*/\s*(\d+(?:\.\d+)?))?(?:\s*[A-Za-z][A-Za-z .]*)?")
 
 
 def parse_number(s: str) -> Optional[float]:
@@ -80,10 +81,10 @@ def parse_number(s: str) -> Optional[float]:
     frac = mathequiv.simple_number(mathequiv.normalize(t)) if "\\frac" in t else None
     if frac is not None:
         return float(frac)
-    m = re.fullmatch(rf"({_NUMBER.pattern})(?:\s*/\s*(\d+(?:\.\d+)?))?\s*[A-Za-z][A-Za-z .]*|({_NUMBER.pattern})(?:\s*/\s*(\d+(?:\.\d+)?))?", t)
+    m = _NUMBER_WITH_UNIT.fullmatch(t)
     if not m:
         return None
-    num, den = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    num, den = m.group(1), m.group(2)
     value = float(num.replace(",", ""))
     if den is not None:
         if float(den) == 0:
@@ -187,7 +188,7 @@ def check_numeric(reply: str, task: Task) -> Verdict:
 def check_contains(reply: str, task: Task) -> Verdict:
     """The normalized expected answer appears in the normalized reply."""
     want = normalize_text(task.answer)
-    if want and want in normalize_text(reply):
+    if want and re.search(rf"(?<!\w){re.escape(want)}(?!\w)", normalize_text(reply)):
         return Verdict(True, f"correct: reply contains {_shown(task.answer)}")
     return Verdict(False, f"reply does not contain {_shown(task.answer)}")
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 MAX_SYMPY_CHARS = 200  # longer answers are compared as strings only (keeps sympy's cost bounded)
+MAX_ANSWER_CHARS = 2000  # longer "answers" are compared verbatim (keeps normalization's cost bounded)
 REL_TOL = 1e-6
 _SAMPLE_POINTS = (0.5772, 1.4142, 2.3026)  # where free symbols are evaluated; irrational-ish to avoid coincidences
 
@@ -45,7 +46,8 @@ def _balanced(s: str, start: int) -> Optional[str]:
 
 # --- normalization -------------------------------------------------------------------------------
 
-_DROP = (r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\displaystyle", r"\bigl", r"\bigr", r"\Bigl", r"\Bigr", r"\big", r"\Big")
+_DROP = (r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\displaystyle",
+         r"\bigl", r"\bigr", r"\Bigl", r"\Bigr", r"\big", r"\Big")
 _WORDY_UNIT = re.compile(r"(?<=[\d}])\s+[a-zA-Z]{2,}(?:\s+[a-zA-Z]+)*(?:\^\{?\d\}?)?$")
 _FUNCTION_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "sqrt", "infty"}
 
@@ -129,10 +131,10 @@ def _fix_fracs(s: str) -> str:
                 out.append("{" + inner + "}")
                 k += len(inner) + 2
             elif k < len(s) and s[k] == "\\":
-                m = re.match(r"\\[a-zA-Z]+", s[k:])
-                assert m is not None
-                out.append("{" + m.group(0) + "}")
-                k += len(m.group(0))
+                m = re.match(r"\\(?:[a-zA-Z]+|.)", s[k:], re.S)
+                token = m.group(0) if m else "\\"
+                out.append("{" + token + "}")
+                k += len(token)
             elif k < len(s):
                 out.append("{" + s[k] + "}")
                 k += 1
@@ -229,6 +231,8 @@ def _expand_pm(items: list[str]) -> list[str]:
 
 def is_equiv(a: str, b: str) -> bool:
     """Whether two LaTeX answers are mathematically the same; never raises (unparseable means unequal)."""
+    if len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+        return a.strip() == b.strip()
     try:
         return _equiv(normalize(a), normalize(b))
     except Exception:  # noqa: BLE001 - any failure to understand an answer means "not shown equal"
@@ -249,7 +253,8 @@ def _equiv(a: str, b: str) -> bool:
         return _same_multiset(ua, ub)
     sa, sb = _set_body(a), _set_body(b)
     if sa is not None or sb is not None:
-        return _same_multiset(_expand_pm(split_top(sa if sa is not None else a)), _expand_pm(split_top(sb if sb is not None else b)))
+        items_a = _expand_pm(split_top(sa if sa is not None else a))
+        return _same_multiset(items_a, _expand_pm(split_top(sb if sb is not None else b)))
     wa, wb = _wrapped(a), _wrapped(b)
     ta = split_top(wa[1]) if wa else [a]
     tb = split_top(wb[1]) if wb else [b]
@@ -280,13 +285,15 @@ def _same_multiset(xs: list[str], ys: list[str]) -> bool:
 # --- scalars: numbers, then sympy -------------------------------------------------------------
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
+_LATEX_FRACTION = re.compile(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
+_SLASH_FRACTION = re.compile(r"(-?)(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 
 
 def simple_number(s: str) -> Optional[Fraction]:
     """An integer, decimal, a/b or \\frac{a}{b} (with optional minus) as a Fraction, else None."""
     if _NUM.fullmatch(s):
         return Fraction(s)
-    m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s) or re.fullmatch(r"(-?)(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)", s)
+    m = _LATEX_FRACTION.fullmatch(s) or _SLASH_FRACTION.fullmatch(s)
     if m and Fraction(m.group(3)) != 0:
         value = Fraction(m.group(2)) / Fraction(m.group(3))
         return -value if m.group(1) else value

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from forgegit import mathequiv
 from forgegit.checkers import BUILTIN, Verdict, extract_final_answer, get_checker
@@ -63,6 +65,12 @@ def test_default_compares_text_answers_ignoring_case_spacing_and_end_punctuation
     assert not v.passed and v.feedback == "expected Paris, got Lyon"
 
 
+def test_default_reads_a_trailing_subtraction_as_a_positive_number() -> None:
+    """'... so 10-3' ends with 3, not -3 (a minus after a digit is subtraction); '= -3' is negative."""
+    assert judge("default", "we are left with 10-3", "3").passed
+    assert judge("default", "so x = -3", "-3").passed
+
+
 def test_exact_requires_the_same_text() -> None:
     """exact only strips spaces at the ends: case matters."""
     assert judge("exact", "  Paris\n", "Paris").passed
@@ -86,6 +94,7 @@ def test_contains_finds_the_expected_text_anywhere_in_the_reply() -> None:
     """contains passes when the normalized answer appears in the reply."""
     assert judge("contains", "I believe it is   NEW York city", "New York").passed
     assert judge("contains", "Boston", "New York") == Verdict(False, "reply does not contain New York")
+    assert not judge("contains", "I counted 15 of them", "5").passed
 
 
 # --- gsm8k ------------------------------------------------------------------------------------
@@ -160,7 +169,8 @@ DIFFERENT = [
     ("\\frac{1}{2}", "0.6"), ("\\frac{\\sqrt{3}}{3}", "0.577"), ("(8,-2)", "(-2,8)"), ("(2,4)", "[2,4]"),
     ("\\text{(B)}", "\\text{(C)}"), ("x+1", "x+2"), ("\\infty", "-\\infty"), ("y=2x+3", "y=2x+4"),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"), ("3", "\\sqrt{9}+1"),
-    ("3, 5, 7", "3, 5"), ("(-2,1)", "-2, 1"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "3, \\frac{\\pi}{2}"), ("p - q", "q - p"), ("1+2i", "1-2i"),
+    ("3, 5, 7", "3, 5"), ("(-2,1)", "-2, 1"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "3, \\frac{\\pi}{2}"),
+    ("p - q", "q - p"), ("1+2i", "1-2i"),
 ]
 
 
@@ -269,3 +279,23 @@ def test_every_builtin_checker_is_available_by_name() -> None:
     assert set(BUILTIN) == {"default", "exact", "numeric", "contains", "math", "gsm8k"}
     for name in BUILTIN:
         assert get_checker(name) is BUILTIN[name]
+
+
+# --- robustness ---------------------------------------------------------------------------------
+
+_LATEX_BITS = st.sampled_from([
+    "\\frac", "\\dfrac", "\\sqrt", "{", "}", "(", ")", "[", "]", "\\{", "\\}", ",", "\\pm", "\\cup", "\\infty", "\\pi",
+    "\\text{", "\\boxed{", "\\left(", "\\right)", "^", "_", "\\circ", "\\$", "%", "=", "-", ".", "1", "23", "x", " ",
+    "\\begin{pmatrix}", "\\end{pmatrix}", "\\\\", "&", "####", "answer is", "\n", "i", "e", "/", "!", "\\",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_LATEX_BITS, max_size=25).map("".join), st.lists(_LATEX_BITS, max_size=12).map("".join))
+def test_no_checker_ever_raises_on_arbitrary_replies_and_answers(reply: str, answer: str) -> None:
+    """Whatever the model writes (and whatever the task file holds), a checker returns a Verdict with feedback."""
+    for name, check in BUILTIN.items():
+        v = check(reply, task(answer or "0"))
+        assert isinstance(v, Verdict) and isinstance(v.passed, bool) and v.feedback, name
+    assert isinstance(mathequiv.is_equiv(reply, answer), bool)
+    assert isinstance(mathequiv.normalize(reply), str)

@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,47 @@ def test_every_math500_answer_restated_in_prose_is_judged_equal() -> None:
     check = get_checker("math")
     failed = [t.fields["unique_id"] for t in math_tasks() if not check(f"So the final answer is ${t.answer}$.", t).passed]
     assert failed == []
+
+
+def restyled(answer: str) -> list[str]:
+    """Presentation-only rewrites of a MATH answer: \\dfrac, spacing, \\left/\\right, 1,000, 12.0, a/b, decimals."""
+    out = [answer.replace(r"\frac", r"\dfrac"), re.sub(r"\s*([,+=])\s*", r" \1 ", answer), f"  {answer} "]
+    if r"\sqrt[" not in answer and r"\left" not in answer:
+        out.append(answer.replace("(", r"\left(").replace(")", r"\right)").replace("[", r"\left[").replace("]", r"\right]"))
+    if re.fullmatch(r"-?\d+", answer):
+        out += [f"{int(answer):,}", answer + ".0"]
+    m = re.fullmatch(r"(-?)\\frac\{?(\d+)\}?\{?(\d+)\}?", answer)
+    if m:
+        value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
+        out.append(f"{value.numerator}/{value.denominator}")
+        if len(str(float(value))) < 12 and Fraction(str(float(value))) == value:
+            out.append(str(float(value)))
+    return [v for v in out if v != answer]
+
+
+def test_math500_answers_restyled_are_still_judged_equal() -> None:
+    """Each real answer rewritten without changing its value (\\dfrac, spaces, \\left(, 1,000, .0, a/b, 0.25) passes."""
+    check = get_checker("math")
+    failed, total = [], 0
+    for t in math_tasks():
+        for v in restyled(t.answer):
+            for reply in (f"Thus \\boxed{{{v}}}.", f"So the final answer is ${v}$."):
+                total += 1
+                if not check(reply, t).passed:
+                    failed.append((t.fields["unique_id"], reply))
+    assert total > 2000 and failed == []
+
+
+def test_math500_near_misses_are_judged_wrong() -> None:
+    """Each real answer plus 2, minus 1/7, or doubled is rejected: equivalence is not a loose match."""
+    check = get_checker("math")
+    passed = []
+    for t in math_tasks():
+        a = t.answer
+        for v in (f"{a}+2", f"{a} - \\frac{{1}}{{7}}", f"2\\cdot {a}" if a != "0" else "1"):
+            if check(f"\\boxed{{{v}}}", t).passed:
+                passed.append((t.fields["unique_id"], v))
+    assert passed == []
 
 
 def test_math500_solutions_against_other_problems_answers_fail() -> None:
