@@ -181,3 +181,22 @@ def test_pre_commit_runs_the_hook_on_function_files_only(repo: Path, tmp_path: P
     assert failed.returncode == 1
     assert "functions/bad.py:3: code at the top level would run on import" in failed.stdout
     assert "helper.py" not in failed.stdout
+
+
+@pytest.mark.skipif(
+    os.environ.get("FORGEGIT_NETWORK_TESTS") != "1",
+    reason="pre-commit try-repo pip-installs forgegit's dependencies (network, ~35 s): set FORGEGIT_NETWORK_TESTS=1",
+)
+def test_pre_commit_try_repo_installs_and_runs_the_published_hook(repo: Path, tmp_path: Path) -> None:
+    """What a user's `repo: <forgegit>` + `id: forgegit-check` does, end to end (language: python)."""
+    (repo / "functions").mkdir()
+    (repo / "functions" / "add.py").write_text(GOOD)
+    (repo / "functions" / "bad.py").write_text(BAD)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    proc = subprocess.run(
+        [str(BIN / "pre-commit"), "try-repo", str(ROOT), "forgegit-check", "--all-files"],
+        cwd=repo, capture_output=True, text=True, env={**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc")},
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "functions/bad.py:3: code at the top level would run on import" in proc.stdout
