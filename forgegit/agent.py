@@ -60,6 +60,7 @@ class Toolbox:
         self.sandbox = sandbox
         self.python_tool = python_tool and not any(s.name == "python" for s in specs)
         self.names = {s.name for s in specs}
+        self._nullable = {s.name: _omittable_without_default(s.parameters) for s in specs}
 
     def schemas(self) -> list[dict[str, Any]]:
         tools = [s.tool() for s in self.specs]
@@ -77,11 +78,18 @@ class Toolbox:
         if name == "python" and self.python_tool:
             outcome = await self.sandbox.run_python(str(arguments.get("code", "")))
         elif name in self.names:
-            outcome = await self.sandbox.call(name, arguments)
+            # `x: Optional[int]` with no default is optional in the schema: a model may leave it out.
+            filled = {p: None for p in self._nullable[name] if p not in arguments}
+            outcome = await self.sandbox.call(name, {**arguments, **filled})
         else:
             known = ", ".join(sorted(self.names | ({"python"} if self.python_tool else set()))) or "none"
             return f"Error: there is no function {name!r} (available: {known})", False
         return (outcome.output if outcome.ok else f"Error: {outcome.output}"), outcome.ok
+
+
+def _omittable_without_default(schema: dict[str, Any]) -> list[str]:
+    required = set(schema.get("required") or [])
+    return [p for p, sub in (schema.get("properties") or {}).items() if p not in required and "default" not in sub]
 
 
 @dataclass
@@ -124,7 +132,7 @@ async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
         try:
             reply = await ctx.chat(messages, tools=ctx.tools or None, temperature=temperature)
         except LLMError as exc:
-            if exc.kind in ("content_filter", "bad_response"):
+            if exc.kind == "content_filter":  # this task tripped the filter; the others may not
                 t.stop, t.error = "llm_error", str(exc)
                 break
             raise

@@ -110,12 +110,14 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         d = to_json(self)
         d["score"] = self.score
+        d["tokens"] = self.usage.total_tokens
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EvalResult":
         d = dict(d)
         d.pop("score", None)
+        d.pop("tokens", None)
         d["usage"] = Usage.from_json(d.get("usage"))
         d["results"] = [TaskResult.from_json(r) for r in d.get("results", [])]
         return cls(**d)

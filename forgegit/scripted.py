@@ -99,6 +99,9 @@ class ScriptedServer:
         self.latency = latency
         self.model_ids = model_ids
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the server was handling at once
+        self.dropped = 0  # requests whose client hung up
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -147,12 +150,17 @@ class ScriptedServer:
                 request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
                     server.requests.append(request)
-                if server.latency:
-                    time.sleep(server.latency)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
+                    if server.latency:
+                        time.sleep(server.latency)
                     out = server.script(request)
                 except Exception as exc:  # a broken script is a 500, visible in the test
                     out = HTTPError(500, {"error": {"message": f"script raised {exc!r}", "type": "server_error"}})
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
                 if isinstance(out, HTTPError):
                     body = out.body if out.body is not None else {"error": {"message": f"HTTP {out.status}"}}
                     payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -163,7 +171,12 @@ class ScriptedServer:
                     data = out if isinstance(out, dict) else _completion(request, out)
                     self._send(200, json.dumps(data).encode(), "application/json", {})
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hung up mid-request (e.g. a cancelled task) is not the test's business.
+                server.dropped += 1
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
