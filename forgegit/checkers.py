@@ -284,8 +284,8 @@ def _to_verdict(name: str, result: Any, reply: str, task: Task) -> Verdict:
     return Verdict(False, _shown(f"checker {name} returned {type(result).__name__}, expected bool or (bool, str)"))
 
 
-def get_checker(name: str) -> Checker:
-    """A built-in checker by name, or `module:function` imported from the current directory."""
+def get_checker(name: str, root: str | Path | None = None) -> Checker:
+    """A built-in checker by name, or `module:function` imported from the current directory (and root, if given)."""
     if name in BUILTIN:
         return BUILTIN[name]
     if ":" not in name:
@@ -293,7 +293,7 @@ def get_checker(name: str) -> Checker:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise ForgegitError(f"checker {name!r}: expected module:function")
-    fn = getattr(_import(name, module_name), attr, None)
+    fn = getattr(_import(name, module_name, root), attr, None)
     if fn is None:
         raise ForgegitError(f"checker {name!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
@@ -301,17 +301,17 @@ def get_checker(name: str) -> Checker:
     return wrap_custom(name, fn)
 
 
-def _import(name: str, module_name: str) -> Any:
-    """Import module_name with the current directory on sys.path."""
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
+def _import(name: str, module_name: str, root: str | Path | None) -> Any:
+    """Import module_name with the current directory (and root) on sys.path for the duration."""
+    wanted = [str(Path.cwd())] + ([str(Path(root).resolve())] if root else [])
+    added = [d for d in dict.fromkeys(wanted) if d not in sys.path]
+    sys.path[:0] = added
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - import errors of user code, whatever they are
-        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
         raise ForgegitError(f"checker {name!r}: cannot import {module_name!r} ({detail})") from None
     finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)

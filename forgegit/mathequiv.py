@@ -58,7 +58,7 @@ def normalize(s: str) -> str:
     s = re.sub(r"\\(?:mbox|textbf|textrm|textit|mathrm|mathbf|operatorname)\s*{", r"\\text{", s)
     for token in _DROP:
         s = s.replace(token, "")
-    s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac")
+    s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac").replace("{,}", ",")
     s = re.sub(r"\^\s*{?\s*\\circ\s*}?", "", s).replace("°", "").replace(r"\circ", "")
     s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "").replace("%", "")
     s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ")

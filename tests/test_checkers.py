@@ -151,7 +151,8 @@ EQUIVALENT = [
     ("5x - 7y + 11z + 4 = 0", "-10x+14y-22z-8=0"), ("6+9i", "9i+6"), ("i^2", "-1"),
     ("\\text{Navin}", "navin"), ("\\text{(C)}", "C"), ("\\textbf{(C)}", "(C)"), ("x \\in [-2,7]", "[-2,7]"),
     ("\\frac{270}7\\text{ degrees}", "\\frac{270}{7}"), ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
-    ("50\\%", "50"), ("10,080", "10080"), ("11,\\! 111,\\! 111,\\! 100", "11111111100"),
+    ("50\\%", "50"), ("10,080", "10080"), ("10{,}080", "10080"), ("10\\,080", "10080"),
+    ("11,\\! 111,\\! 111,\\! 100", "11111111100"),
     ("(a+5)(b+2)", "ab+2a+5b+10"), ("\\cot x", "\\frac{\\cos x}{\\sin x}"), ("2\\sqrt{5}", "\\sqrt{20}"),
     ("4210_{5}", "4210_5"), ("1.0", "1"), ("\\frac{20000}{\\pi}", "20000/\\pi"), ("\\frac{3}{2}.", "\\frac32"),
 ]
@@ -271,6 +272,16 @@ def test_import_error_inside_the_module_is_reported(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ForgegitError, match="crashy_checks.*RuntimeError: boom"):
         get_checker("crashy_checks:f")
+    assert str(tmp_path) not in sys.path
+
+
+def test_custom_checker_is_found_in_the_repository_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`checker = "repo_checks:f"` works when forgegit runs from a subdirectory of the repository."""
+    (tmp_path / "repo_checks.py").write_text("def f(reply, expected):\n    return reply == expected\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    monkeypatch.delitem(sys.modules, "repo_checks", raising=False)
+    assert get_checker("repo_checks:f", root=tmp_path)("7", task("7")).passed
     assert str(tmp_path) not in sys.path
 
 
