@@ -49,6 +49,12 @@ def pval(p: Optional[float]) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_is(p: Optional[float]) -> str:
+    """'p=0.012', 'p<0.001' or 'p=—'."""
+    text = pval(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
 def money(cost: float) -> str:
     return f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
 
@@ -185,7 +191,7 @@ def action_text(a: ActionRecord) -> str:
 def gate_text(e: EpochRecord) -> str:
     if e.gate is None:
         return "—"
-    return f"{escape_md(e.gate.test)} p={pval(e.gate.p_value)}"
+    return f"{escape_md(e.gate.test)} {p_is(e.gate.p_value)}"
 
 
 def epoch_row(e: EpochRecord, server_url: Optional[str], repository: Optional[str]) -> str:
@@ -241,9 +247,9 @@ def headline(run: RunRecord) -> str:
         return f"Training score {pct(run.baseline_score)} → {pct(run.best_score)} (no validation result)."
     if g.passed:
         return (f"**Improved** on validation: {pct(g.base_score)} → {pct(g.head_score)} "
-                f"({pp(g.delta)}, p={pval(g.p_value)}).")
+                f"({pp(g.delta)}, {p_is(g.p_value)}).")
     return (f"**Not improved** on validation: {pct(g.base_score)} → {pct(g.head_score)} "
-            f"({pp(g.delta)}, p={pval(g.p_value)}); the gate did not pass.")
+            f"({pp(g.delta)}, {p_is(g.p_value)}); the gate did not pass.")
 
 
 def epochs_line(run: RunRecord) -> str:

@@ -388,6 +388,19 @@ def test_configured_git_identity_is_kept(runner: Runner) -> None:
     assert "GIT_AUTHOR_EMAIL" not in runner.call("train")["env"]
 
 
+def test_notes_from_origin_are_fetched_before_training(runner: Runner, tmp_path: Path) -> None:
+    """Earlier runs' notes (cached evaluations) are on the runner before `forgegit train` starts."""
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(runner.workspace), str(origin)], check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(origin)], cwd=runner.workspace, check=True)
+    subprocess.run(["git", "notes", "--ref=forgegit", "add", "-m", "{}", "HEAD"], cwd=runner.workspace, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "refs/notes/forgegit"], cwd=runner.workspace, check=True)
+    subprocess.run(["git", "update-ref", "-d", "refs/notes/forgegit"], cwd=runner.workspace, check=True)
+    runner.run({})
+    proc = subprocess.run(["git", "rev-parse", "--verify", "refs/notes/forgegit"], cwd=runner.workspace)
+    assert proc.returncode == 0
+
+
 def test_run_scripts_parse(tmp_path: Path) -> None:
     """Every run script in action.yml and the workflows is valid bash."""
     for path in [ACTION, *WORKFLOWS]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -343,6 +344,15 @@ def test_refuses_to_push_a_branch_that_is_not_a_training_branch(setup: Setup, ca
     assert setup.on_origin("refs/heads/main") == before
 
 
+def test_a_bare_run_id_names_its_training_branch(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    """`forgegit pr r1` means forgegit/train/r1, like `forgegit log r1`."""
+    setup.train("r1")
+    setup.train("r2")
+    code, out, err = cli(capsys, "pr", "r1")
+    assert code == 0, err
+    assert setup.gh.requests[1].body["head"] == "forgegit/train/r1"
+
+
 def test_push_never_clobbers_a_remote_branch_it_has_not_seen(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     """If someone else pushed to the training branch, force-with-lease refuses: one line, no PR."""
     run = setup.train("r1")
@@ -439,3 +449,32 @@ def test_actions_helpers_are_no_ops_outside_actions(monkeypatch: pytest.MonkeyPa
 def test_github_error_is_a_forgegit_error() -> None:
     """GitHubError prints like every other user error (one line, no traceback)."""
     assert issubclass(GitHubError, ForgegitError)
+
+
+# --- end to end with real training and history ----------------------------------------
+
+
+def test_demo_run_is_pushed_and_opened_through_real_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After `forgegit demo`, `forgegit pr` reads the run from the notes, pushes it and opens its PR."""
+    demo = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "forgegit", "demo", "--dir", str(demo)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    git(demo, "remote", "add", "origin", str(origin))
+    git(demo, "push", "-q", "origin", "main")
+    with FakeGitHub(REPOSITORY, token=TOKEN, origin=origin) as gh:
+        monkeypatch.chdir(demo)
+        for k, v in {"GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
+                     "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_TOKEN": TOKEN}.items():
+            monkeypatch.setenv(k, v)
+        code, out, err = cli(capsys, "pr")
+        assert code == 0, err
+        assert "opened pull request #1" in out
+        body = gh.pulls[1]["body"]
+    assert "<!-- forgegit:run=demo -->" in body and "✅ kept" in body and "↩️ reverted" in body
+    assert git(origin, "rev-parse", "refs/heads/forgegit/train/demo") == git(demo, "rev-parse", "forgegit/train/demo")
+    assert git(origin, "rev-parse", "refs/notes/forgegit") == git(demo, "rev-parse", "refs/notes/forgegit")

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import click
 
 from .. import actions_env, git, report
 from ..errors import ForgegitError
-from ..github import DEFAULT_API_URL, GitHubClient, GitHubError, open_or_update_pr, server_url_for
+from ..github import (
+    DEFAULT_API_URL, TRAIN_PREFIX, GitHubClient, check_training_branch, open_or_update_pr, server_url_for,
+)
 from ..records import RunRecord
 from ..workflow_commands import annotation
 
@@ -62,12 +65,16 @@ def score_outputs(run: RunRecord) -> dict[str, str]:
     return {"score": f"{score:.4f}", "baseline-score": f"{baseline:.4f}", "branch": run.branch}
 
 
-def find_branch(repo: os.PathLike[str], branch: Optional[str]) -> str:
+def find_branch(repo: Path, branch: Optional[str]) -> str:
+    """The named training branch (a bare run id works too), else the latest run's; never another branch."""
     from .. import history
 
-    branch = branch or history.latest_run_branch(repo)  # type: ignore[arg-type]
+    if branch and not branch.startswith(TRAIN_PREFIX) and git.branch_exists(repo, TRAIN_PREFIX + branch):
+        branch = TRAIN_PREFIX + branch
+    branch = branch or history.latest_run_branch(repo)
     if not branch:
         raise ForgegitError("no training run found: run `forgegit train` first, or name the branch")
+    check_training_branch(branch)
     return branch
 
 
@@ -90,7 +97,8 @@ def command(branch: Optional[str], draft: bool, labels: tuple[str, ...], remote:
                                   repository=env.repository)
     if dry_run:
         click.echo(body, nl=False)
-        click.echo(f"(dry run: would {'push ' + run.branch + ' and open or update its PR' if run.improved else 'open nothing: no improvement'})", err=True)
+        plan = f"push {run.branch} and open or update its PR" if run.improved else "open nothing: no improvement"
+        click.echo(f"(dry run: would {plan})", err=True)
         return 0
     client = env.client()
     actions_env.append_summary(body)
@@ -114,5 +122,3 @@ def command(branch: Optional[str], draft: bool, labels: tuple[str, ...], remote:
     actions_env.set_outputs({"pr-url": result.url or "", "pr-number": result.number or ""})
     return 0
 
-
-__all__ = ["command", "GitHubError"]
