@@ -7,8 +7,9 @@ kernel allows it, new network/PID/mount namespaces. Calls time out by killing th
 group; the pool then replaces the worker. Every failure becomes a `ToolOutcome(ok=False)`.
 
 What is blocked where:
-- as root: the worker drops to uid/gid 65534 (nobody) after its temp dir is made its own, so
-  RLIMIT_NPROC applies, and the code cannot read /root, the host's HOME or signal the host. Network,
+- as root: each worker drops to its own unused uid/gid (from WORKER_IDS, far above real users; like
+  `nobody` but not shared) after its temp dir is made its own, so RLIMIT_NPROC applies per worker, and
+  the code cannot read /root, the host's HOME, or signal the host or other workers. Network,
   PID and mount namespaces are used (root may create them); the mount namespace hides directories the
   worker user cannot enter (e.g. /root) behind an empty tmpfs, keeping the Python installation inside
   visible at the same path.
@@ -25,6 +26,7 @@ import base64
 import json
 import os
 import shutil
+import random
 import signal
 import sys
 import tempfile
@@ -35,7 +37,7 @@ from typing import Any, Optional
 from .errors import ForgegitError
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
-NOBODY = 65534  # uid/gid the worker runs as when started by root
+WORKER_IDS = range(2**31 - 2**20, 2**31 - 1)  # started by root, each worker runs as its own unused uid/gid from here
 START_TIMEOUT = 60.0  # seconds for a worker to start (plus the import budget of the functions)
 ENV_COPY = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 ENV_FIXED = {
@@ -83,6 +85,7 @@ class _Worker:
     info: dict[str, Any] = field(default_factory=dict)
     calls: int = 0
     seq: int = 0
+    wid: Optional[int] = None
 
     async def exchange(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Send one request and read its reply."""
@@ -116,6 +119,16 @@ class _Worker:
             raise _WorkerDied("the worker sent a malformed message")
         return reply
 
+    def alive(self) -> bool:
+        """False once the worker has exited or closed its pipe."""
+        out = self.proc.stdout
+        if self.proc.returncode is not None or out is None or out.at_eof():
+            return False
+        try:  # exited but not yet noticed by the event loop? (WNOWAIT: leave reaping to asyncio)
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
     def kill(self) -> None:
         """Kill the worker's whole process group (its supervisor; the rest dies with it)."""
         if self.proc.returncode is None:
@@ -140,6 +153,8 @@ class _Worker:
         finally:
             self.kill()
             shutil.rmtree(self.root, ignore_errors=True)
+            if self.wid is not None:
+                _ids_in_use.discard(self.wid)
 
     async def exit_description(self) -> str:
         """How the worker ended: 'exited with code 3' or 'was killed by signal SIGSEGV'."""
@@ -167,15 +182,27 @@ def _environment(workdir: str) -> dict[str, str]:
     return env
 
 
-def _make_dirs(dropping: bool) -> tuple[str, str, str]:
+_ids_in_use: set[int] = set()
+
+
+def _worker_id() -> int:
+    """An unused uid/gid for a new worker (unique within this process, random across processes)."""
+    while True:
+        wid = random.choice(WORKER_IDS)
+        if wid not in _ids_in_use:
+            _ids_in_use.add(wid)
+            return wid
+
+
+def _make_dirs(wid: Optional[int]) -> tuple[str, str, str]:
     """(root, workdir, staging): a private temp dir, the worker's own work dir inside it, and a mount staging dir."""
     root = tempfile.mkdtemp(prefix="forgegit-sandbox-")
     workdir, staging = os.path.join(root, "work"), os.path.join(root, "mnt")
     os.mkdir(workdir, 0o700)
     os.mkdir(staging, 0o700)
-    if dropping:
+    if wid is not None:
         os.chmod(root, 0o711)  # the worker user may pass through to its work dir, not list the root
-        os.chown(workdir, NOBODY, NOBODY)
+        os.chown(workdir, wid, wid)
     return root, workdir, staging
 
 
@@ -202,8 +229,11 @@ class Sandbox:
         self.network_isolated = False
         self.pid_isolated = False
         self.privileges_dropped = False
-        self.import_errors: dict[str, str] = {}
+        self.import_errors: dict[str, str] = {}  # {file name: error} found by the first worker's preload
+        self.isolation_notes: list[str] = []  # what the worker's mount set-up did or could not do
         self._preload = True
+        self._drop = True  # tests turn these off to exercise the non-root fallbacks
+        self._namespaces = True
         self._idle: list[_Worker] = []
         self._live = 0  # workers running or being started
         self._cond: Optional[asyncio.Condition] = None
@@ -315,7 +345,7 @@ class Sandbox:
         else:
             await self._release(worker)
         ok = bool(reply.get("ok"))
-        output = str(reply.get("output", ""))
+        output = str(reply.get("output", ""))[: self.limits.max_output + 200]
         return ToolOutcome(ok, output, None if ok else str(reply.get("error") or "exception"), duration)
 
     async def _acquire(self) -> _Worker:
@@ -325,8 +355,11 @@ class Sandbox:
             while True:
                 if self._closed:
                     raise ForgegitError("the sandbox is closed")
-                if self._idle:
-                    return self._idle.pop()
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker
+                    self._retire(worker)  # died while idle (e.g. killed its own supervisor)
                 if self._live < self.size:
                     self._live += 1
                     break
@@ -387,10 +420,11 @@ class Sandbox:
 
     async def _start_worker(self, preload: bool) -> _Worker:
         """Start one worker process and wait until it has imported the functions."""
-        dropping = os.geteuid() == 0
-        root, workdir, staging = _make_dirs(dropping)
+        wid = _worker_id() if os.geteuid() == 0 and self._drop else None
+        root, workdir, staging = _make_dirs(wid)
         cfg = {
-            "uid": NOBODY, "gid": NOBODY, "drop": dropping, "workdir": workdir, "staging": staging,
+            "uid": wid, "gid": wid, "drop": wid is not None, "namespaces": self._namespaces,
+            "workdir": workdir, "staging": staging,
             "timeout": self.limits.timeout, "memory_mb": self.limits.memory_mb,
             "max_output": self.limits.max_output, "max_processes": self.limits.max_processes,
         }
@@ -398,12 +432,14 @@ class Sandbox:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, *_python_flags(), WORKER_SCRIPT, json.dumps(cfg),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                cwd=workdir, env=_environment(workdir), start_new_session=True, close_fds=True, limit=1 << 24,
+                cwd=workdir, env=_environment(workdir), start_new_session=True, close_fds=True,
+                limit=max(1 << 24, 8 * self.limits.max_output),
             )
         except OSError as exc:
             shutil.rmtree(root, ignore_errors=True)
+            _ids_in_use.discard(wid or -1)
             raise ForgegitError(f"cannot start a sandbox worker: {exc}") from exc
-        worker = _Worker(proc, root)
+        worker = _Worker(proc, root, wid=wid)
         self._workers.add(worker)
         try:
             await asyncio.wait_for(self._handshake(worker, preload), START_TIMEOUT + self.limits.timeout * len(self.functions))
@@ -437,6 +473,7 @@ class Sandbox:
         self.network_isolated = bool(info.get("network_isolated"))
         self.pid_isolated = bool(info.get("pid_isolated"))
         self.privileges_dropped = bool(info.get("privileges_dropped"))
+        self.isolation_notes = list(info.get("notes") or [])
         self.import_errors = dict(info.get("import_errors") or {})
 
 

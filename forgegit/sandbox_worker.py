@@ -17,9 +17,7 @@ import ast
 import base64
 import builtins
 import ctypes
-import errno
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import inspect
 import io
@@ -30,6 +28,7 @@ import resource
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -144,6 +143,26 @@ def expose_python(cfg: dict[str, Any], uid: int, gid: int) -> list[str]:
             _mount(s, p, None, MS_MOVE)
             exposed.append(p)
     return exposed
+
+
+def private_mounts(cfg: dict[str, Any], uid: int, gid: int, pid_ns: bool, dropping: bool) -> list[str]:
+    """Mounts only this worker sees: its own /proc, and /root-like dirs hidden (best effort, noted)."""
+    notes: list[str] = []
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except OSError as exc:
+        return [f"mounts left alone: {exc}"]
+    if pid_ns:
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as exc:
+            notes.append(f"/proc not remounted: {exc}")
+    if dropping:
+        try:
+            notes += [f"exposed {p}" for p in expose_python(cfg, uid, gid)]
+        except OSError as exc:
+            notes.append(f"python installation not exposed: {exc}")
+    return notes
 
 
 def supervise(child: int, close_fds: list[int], reraise_codes: bool = False) -> None:
@@ -524,6 +543,7 @@ def _in_child() -> None:
 
 def cleanup() -> None:
     """After a call: kill processes the code left behind, empty the work dir, restore the process."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
     if STATE["pid_ns"]:
         try:
             os.kill(-1, signal.SIGKILL)  # everything in our namespace but us and its init
@@ -606,6 +626,8 @@ def serve(reader: io.BufferedReader) -> None:
             guard_child()
             reply = _failure("crash", f"worker error: {describe(exc)}")
         guard_child()
+        if threading.active_count() > 1:
+            reply["recycle"] = True  # threads the code started would outlive the call
         reply["id"] = msg.get("id")
         send(reply)
         cleanup()
@@ -661,18 +683,11 @@ def start(cfg: dict[str, Any]) -> dict[str, Any]:
     if child:
         supervise(child, fds, reraise_codes=True)
     pid_ns = bool(flags & CLONE_NEWPID)
-    uid, gid = int(cfg["uid"]), int(cfg["gid"])
     dropping = os.geteuid() == 0 and bool(cfg.get("drop", True))
+    uid, gid = (int(cfg["uid"]), int(cfg["gid"])) if dropping else (os.getuid(), os.getgid())
     notes: list[str] = []
     if flags & CLONE_NEWNS:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        if pid_ns:
-            try:
-                _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            except OSError as exc:
-                notes.append(f"/proc not remounted: {exc}")
-        if dropping:
-            notes += [f"exposed {p}" for p in expose_python(cfg, uid, gid)]
+        notes += private_mounts(cfg, uid, gid, pid_ns, dropping)
     set_limits(cfg, dropping)
     if dropping:
         drop_privileges(uid, gid)

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
 
-from forgegit.sandbox import Limits, Sandbox, ToolOutcome, check_imports
+from forgegit.sandbox import WORKER_IDS, Limits, Sandbox, ToolOutcome, check_imports
 
 T = TypeVar("T")
 IS_ROOT = os.geteuid() == 0
@@ -258,7 +258,7 @@ return errors
 
 
 def test_calls_queue_and_run_concurrently_on_the_pool() -> None:
-    files = fn("slow", "import time\ntime.sleep(0.5)\nreturn [kw['i'] * 2, os.getcwd()]")
+    files = fn("slow", "import time\ntime.sleep(0.5)\nreturn [kw['i'] * 2, os.getcwd(), os.getuid()]")
 
     async def use(sb: Sandbox) -> list[ToolOutcome]:
         return list(await asyncio.gather(*(sb.call("slow", {"i": i}) for i in range(8))))
@@ -271,6 +271,8 @@ def test_calls_queue_and_run_concurrently_on_the_pool() -> None:
     values = [json.loads(o.output) for o in outcomes]
     assert [v[0] for v in values] == [i * 2 for i in range(8)]
     assert len({v[1] for v in values}) >= 2  # more than one worker served them
+    if IS_ROOT:  # each worker has its own uid: workers cannot signal each other
+        assert len({v[2] for v in values}) == len({v[1] for v in values})
 
 
 def test_workers_are_recycled_after_n_calls() -> None:
@@ -347,7 +349,7 @@ return [os.getuid(), results]
 """
     out = call(fn("probe", body), "probe", {"tmp": str(tmp_path), "secret": str(secret)})
     uid, results = __import__("json").loads(out.output)
-    assert uid == 65534
+    assert uid in WORKER_IDS
     assert results["write_tmp_path"] == "PermissionError" and not (tmp_path / "evil.txt").exists()
     assert results["write_root"] in ("PermissionError", "FileNotFoundError", "OSError")
     assert results["read_home"] == "PermissionError"
@@ -384,26 +386,27 @@ except OSError as exc:
 
 
 def test_module_level_code_runs_only_in_the_worker() -> None:
-    shared = tempfile.mkdtemp()
-    os.chmod(shared, 0o777)
-    marker = os.path.join(shared, "pwned")
-    source = f"import os\nopen({marker!r}, 'w').write(str(os.getuid()))\n\ndef pwn():\n    return 'ok'\n".encode()
+    shared = Path(tempfile.mkdtemp())
+    shared.chmod(0o777)
+    source = f"import os\nopen({str(shared)!r} + '/pwned-%d' % os.getuid(), 'w').write('x')\n\ndef pwn():\n    return 'ok'\n".encode()
     try:
         sb = Sandbox({"pwn.py": source})
-        assert not os.path.exists(marker)  # constructing the sandbox runs nothing
+        assert not list(shared.iterdir())  # constructing the sandbox runs nothing
         out = run(with_sandbox({"pwn.py": source}, lambda s: s.call("pwn", {})))
         assert out.ok and "pwn" not in sys.modules
-        assert os.path.exists(marker)
-        if IS_ROOT:
-            assert os.stat(marker).st_uid == 65534  # written by the worker user, not by us
+        markers = list(shared.iterdir())
+        assert markers
+        if IS_ROOT:  # written by the worker users, not by us
+            assert all(m.stat().st_uid in WORKER_IDS for m in markers)
         del sb
-        os.unlink(marker)
+        for m in markers:
+            m.unlink()
         assert run(check_imports({"pwn.py": source})) == {}
-        assert "pwn" not in sys.modules and os.path.exists(marker)
+        assert "pwn" not in sys.modules and list(shared.iterdir())
     finally:
-        for p in Path(shared).iterdir():
+        for p in shared.iterdir():
             p.unlink()
-        os.rmdir(shared)
+        shared.rmdir()
 
 
 # ---------------------------------------------------------------- broken function files
@@ -466,3 +469,39 @@ def test_calling_after_close_is_an_error_outcome_not_an_exception() -> None:
     out = run(use())
     assert not out.ok and out.error == "crash" and "closed" in out.output
 
+
+
+def test_without_namespaces_or_privilege_drop_the_basics_still_hold() -> None:
+    """What a non-root host without user namespaces gets: limits, crashes and clean-up still work."""
+    files = {
+        **fn("spin", "while True:\n    pass"),
+        **fn("leave", "os._exit(3)"),
+        **fn("kill_parent", "import signal\nos.kill(os.getppid(), signal.SIGKILL)\nreturn os.getcwd()"),
+        **fn("spawn", "import time\nif os.fork() == 0:\n    time.sleep(120)\n    os._exit(0)\nreturn os.getcwd()"),
+        **fn("huge", "return len(bytearray(10**10))"),
+        "digit_sum.py": DIGIT_SUM,
+    }
+
+    async def use() -> tuple[Sandbox, dict[str, ToolOutcome], list[int]]:
+        sb = Sandbox(files, Limits(timeout=1), workers=1)
+        sb._drop = sb._namespaces = False
+        async with sb:
+            out = {n: await sb.call(n, {}) for n in ("spin", "leave", "spawn", "huge")}
+            marker = os.path.dirname(out["spawn"].output)
+            await asyncio.to_thread(eventually, lambda: len(worker_processes(marker)) <= 2)
+            left = worker_processes(marker)
+            out["kill_parent"] = await sb.call("kill_parent", {})
+            if out["kill_parent"].ok:  # it replied before dying: wait until the worker is gone
+                killed = os.path.dirname(out["kill_parent"].output)
+                await asyncio.to_thread(eventually, lambda: not worker_processes(killed))
+            out["after"] = await sb.call("digit_sum", {"n": 31})
+        return sb, out, left
+
+    sb, out, left = run(use())
+    assert not sb.network_isolated and not sb.pid_isolated and not sb.privileges_dropped
+    assert out["spin"].error == "timeout"
+    assert out["leave"].error == "crash" and "exited with code 3" in out["leave"].output
+    assert out["kill_parent"].error in (None, "crash")  # it hit its supervisor (the worker dies), never the host
+    assert len(left) <= 2  # the forked child was killed after the call
+    assert out["huge"].error == "memory"
+    assert out["after"].ok and out["after"].output == "4"
