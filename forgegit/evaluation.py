@@ -108,7 +108,7 @@ class Evaluator:
         if problems:
             listing = "; ".join(str(p) for p in problems[:3])
             raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}")
-        checker = get_checker(s.checker)
+        checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
         tree = git.functions_tree(self.repo, commit)
         key = evalstore.eval_key(tree, tasks.sha256, s)
