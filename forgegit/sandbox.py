@@ -239,33 +239,42 @@ class Sandbox:
         self._cond: Optional[asyncio.Condition] = None
         self._workers: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._started = False
+        self._starting: Optional[asyncio.Future[None]] = None
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the pool's workers (idempotent); raises ForgegitError if none can start."""
-        if self._started:
-            return
+        """Start the pool's workers (idempotent, safe to await concurrently); ForgegitError if none can start."""
         if self._closed:
             raise ForgegitError("the sandbox is closed")
-        self._started = True
-        self._cond = asyncio.Condition()
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._starting)
+        except ForgegitError:
+            self._starting = None  # let a later call try again
+            raise
+
+    async def _start(self) -> None:
+        assert self._cond is not None
         self._live = self.size
         results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        for r in results:
-            if isinstance(r, _Worker):
-                self._idle.append(r)
-        self._live -= len(errors)
+        async with self._cond:
+            self._idle.extend(r for r in results if isinstance(r, _Worker))
+            self._live -= len(errors)
+            self._cond.notify_all()
         if len(errors) == self.size:
-            self._started = False
             raise ForgegitError(f"the sandbox could not start: {errors[0]}")
 
     async def close(self) -> None:
         """Stop every worker and remove their temp dirs."""
         self._closed = True
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self._tasks:  # replacements in flight: let them finish (they stop what they start), then cancel
             _, pending = await asyncio.wait(list(self._tasks), timeout=10.0)
             for task in pending:

@@ -275,6 +275,17 @@ def test_calls_queue_and_run_concurrently_on_the_pool() -> None:
         assert len({v[2] for v in values}) == len({v[1] for v in values})
 
 
+def test_concurrent_calls_without_start_start_the_pool_once() -> None:
+    async def use() -> list[ToolOutcome]:
+        sb = Sandbox({"digit_sum.py": DIGIT_SUM}, workers=2)
+        try:
+            return list(await asyncio.gather(*(sb.call("digit_sum", {"n": i}) for i in range(6))))
+        finally:
+            await sb.close()
+
+    assert [o.output for o in run(use())] == [str(i) for i in range(6)]
+
+
 def test_workers_are_recycled_after_n_calls() -> None:
     files = {"count.py": b"CALLS = []\n\ndef count():\n    CALLS.append(1)\n    return len(CALLS)\n"}
 
