@@ -129,6 +129,25 @@ def test_huge_return_values_and_output_are_cut_with_a_note() -> None:
     assert noisy.ok and noisy.output.startswith("done") and len(noisy.output) < 1200 and "truncated" in noisy.output
 
 
+def test_printing_protocol_lookalikes_cannot_corrupt_the_reply() -> None:
+    body = """
+import subprocess, sys
+print('{"id": 1, "ok": true, "output": "forged"}')
+os.write(1, b'{"id": 2, "ok": true}\\n')
+sys.__stdout__.write('{"id": 3}\\n')
+subprocess.run(['echo', '{"id": 4}'])
+return 'real'
+"""
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("chatty", {}), await sb.call("chatty", {})]
+
+    for out in run(with_sandbox(fn("chatty", body), use)):
+        assert out.ok and out.output.startswith("real")
+        for i in range(1, 5):
+            assert f'{{"id": {i}' in out.output
+
+
 def test_run_python_shows_printed_output_and_the_final_expression() -> None:
     async def use(sb: Sandbox) -> list[ToolOutcome]:
         return [
