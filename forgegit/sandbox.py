@@ -10,9 +10,11 @@ What is blocked where:
 - as root: each worker drops to its own unused uid/gid (from WORKER_IDS, far above real users; like
   `nobody` but not shared) after its temp dir is made its own, so RLIMIT_NPROC applies per worker, and
   the code cannot read /root, the host's HOME, or signal the host or other workers. Network,
-  PID and mount namespaces are used (root may create them); the mount namespace hides directories the
-  worker user cannot enter (e.g. /root) behind an empty tmpfs, keeping the Python installation inside
-  visible at the same path.
+  PID and mount namespaces are used (root may create them).
+- with a mount namespace (root, or an unprivileged user namespace): the host's working dir (the repo,
+  with its held-out task files) and HOME are covered by an empty tmpfs, and so are directories the
+  worker user cannot enter (e.g. /root); Python installations inside them stay visible at the same
+  path. The worker gets its own /proc (it sees only its own processes).
 - as a non-root user: no privilege drop is possible; the worker tries an unprivileged user namespace
   (with network + PID namespaces). Where the kernel forbids that, `network_isolated` is False: the
   network is NOT blocked, and code runs as the same user, so it could read that user's files and
@@ -194,9 +196,31 @@ def _worker_id() -> int:
             return wid
 
 
+def _open_to_all(path: str) -> bool:
+    """Whether any user may pass through every directory on path (needed once the worker drops root)."""
+    parts = os.path.abspath(path).split("/")
+    for i in range(1, len(parts) + 1):
+        try:
+            if not os.stat("/".join(parts[:i]) or "/").st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _temp_base(dropping: bool) -> Optional[str]:
+    """Where worker temp dirs go: the usual temp dir, or /tmp if a dropped worker could not reach it."""
+    base = tempfile.gettempdir()
+    if dropping and not _open_to_all(base):
+        for alt in ("/tmp", "/var/tmp", "/dev/shm"):
+            if os.path.isdir(alt) and _open_to_all(alt):
+                return alt
+    return base
+
+
 def _make_dirs(wid: Optional[int]) -> tuple[str, str, str]:
     """(root, workdir, staging): a private temp dir, the worker's own work dir inside it, and a mount staging dir."""
-    root = tempfile.mkdtemp(prefix="forgegit-sandbox-")
+    root = tempfile.mkdtemp(prefix="forgegit-sandbox-", dir=_temp_base(wid is not None))
     workdir, staging = os.path.join(root, "work"), os.path.join(root, "mnt")
     os.mkdir(workdir, 0o700)
     os.mkdir(staging, 0o700)
@@ -441,6 +465,7 @@ class Sandbox:
         root, workdir, staging = _make_dirs(wid)
         cfg = {
             "uid": wid, "gid": wid, "drop": wid is not None, "namespaces": self._namespaces,
+            "hide": [os.getcwd(), os.path.expanduser("~")],
             "workdir": workdir, "staging": staging,
             "timeout": self.limits.timeout, "memory_mb": self.limits.memory_mb,
             "max_output": self.limits.max_output, "max_processes": self.limits.max_processes,

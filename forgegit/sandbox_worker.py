@@ -117,36 +117,58 @@ def _traversable(path: str, uid: int, gid: int) -> Optional[str]:
     return None
 
 
-def expose_python(cfg: dict[str, Any], uid: int, gid: int) -> list[str]:
-    """In our private mount namespace, cover directories the worker user cannot enter (e.g. /root)
-    with an empty tmpfs, keeping the Python installation inside them visible at the same path."""
-    needed = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    needed |= {p for p in sys.path if p and os.path.isdir(p)}
-    blocked: dict[str, list[str]] = {}
-    for p in sorted(needed):
-        b = _traversable(p, uid, gid)
-        if b and b != p and b != "/":
-            blocked.setdefault(b, []).append(p)
-    exposed: list[str] = []
-    staging = cfg["staging"]
-    for n, (b, paths) in enumerate(sorted(blocked.items())):
-        keep = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+def _under(path: str, top: str) -> bool:
+    """path is top or inside it."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _python_paths() -> set[str]:
+    """Directories the worker's Python needs to stay visible (both as named and resolved)."""
+    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
+    paths |= {p for p in sys.path if p}
+    return {q for p in paths for q in (os.path.abspath(p), os.path.realpath(p)) if os.path.isdir(q)}
+
+
+def covers(cfg: dict[str, Any], uid: int, gid: int, dropping: bool) -> dict[str, list[str]]:
+    """{directory to cover with an empty tmpfs: the Python dirs inside it to keep visible}."""
+    needed = _python_paths()
+    private = [os.path.dirname(cfg["workdir"])]
+    tops: set[str] = set()
+    if dropping:  # dirs the worker user cannot enter (e.g. /root) but Python lives in
+        tops |= {b for p in needed if (b := _traversable(p, uid, gid)) and b != p and b != "/"}
+    for h in cfg.get("hide", []):  # the host's HOME and working dir (the repo, its answers)
+        h = os.path.realpath(h)
+        if os.path.isdir(h) and h != "/" and not any(_under(h, p) or _under(q, h) for p in needed for q in private):
+            tops.add(h)
+    tops = {t for t in tops if not any(t != u and _under(t, u) for u in tops)}
+    plan: dict[str, list[str]] = {}
+    for top in sorted(tops):
+        inside = [p for p in needed if p != top and _under(p, top)]
+        plan[top] = sorted(p for p in inside if not any(p != q and _under(p, q) for q in inside))
+    return plan
+
+
+def hide_dirs(cfg: dict[str, Any], uid: int, gid: int, dropping: bool) -> list[str]:
+    """In our private mount namespace, cover directories with an empty tmpfs, keeping the Python
+    installation inside them visible at the same path (bind-mounted aside, then moved back)."""
+    done: list[str] = []
+    for n, (top, keep) in enumerate(covers(cfg, uid, gid, dropping).items()):
         staged = []
         for i, p in enumerate(keep):
-            s = os.path.join(staging, f"{n}-{i}")
+            s = os.path.join(cfg["staging"], f"{n}-{i}")
             os.mkdir(s)
             _mount(p, s, None, MS_BIND | MS_REC)
             staged.append((p, s))
-        _mount("tmpfs", b, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
         for p, s in staged:
             os.makedirs(p, mode=0o755, exist_ok=True)
             _mount(s, p, None, MS_MOVE)
-            exposed.append(p)
-    return exposed
+        done.append(f"hid {top}" + (f" (kept {', '.join(keep)})" if keep else ""))
+    return done
 
 
 def private_mounts(cfg: dict[str, Any], uid: int, gid: int, pid_ns: bool, dropping: bool) -> list[str]:
-    """Mounts only this worker sees: its own /proc, and /root-like dirs hidden (best effort, noted)."""
+    """Mounts only this worker sees: its own /proc; /root, the host's HOME and cwd hidden (best effort, noted)."""
     notes: list[str] = []
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -157,11 +179,10 @@ def private_mounts(cfg: dict[str, Any], uid: int, gid: int, pid_ns: bool, droppi
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         except OSError as exc:
             notes.append(f"/proc not remounted: {exc}")
-    if dropping:
-        try:
-            notes += [f"exposed {p}" for p in expose_python(cfg, uid, gid)]
-        except OSError as exc:
-            notes.append(f"python installation not exposed: {exc}")
+    try:
+        notes += hide_dirs(cfg, uid, gid, dropping)
+    except OSError as exc:
+        notes.append(f"directories not hidden: {exc}")
     return notes
 
 

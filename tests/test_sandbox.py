@@ -386,6 +386,41 @@ return [os.getuid(), results]
     assert not os.path.exists("/root/evil.txt")
 
 
+def test_the_hosts_working_dir_and_home_are_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function must not read the repo it is trained in (held-out answers) or the user's HOME."""
+    repo, home = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    try:
+        for d, name in ((repo, "answers.jsonl"), (home, ".git-credentials")):
+            d.chmod(0o755)
+            (d / name).write_text("secret\n")
+            (d / name).chmod(0o644)
+        monkeypatch.chdir(repo)
+        monkeypatch.setenv("HOME", str(home))
+        body = """
+seen = {}
+for path in kw['paths']:
+    try:
+        seen[path] = open(path).read()
+    except OSError as exc:
+        seen[path] = exc.__class__.__name__
+return seen
+"""
+        paths = [str(repo / "answers.jsonl"), str(home / ".git-credentials")]
+
+        async def use(sb: Sandbox) -> tuple[bool, ToolOutcome]:
+            return any(n.startswith("hid ") for n in sb.isolation_notes), await sb.call("peek", {"paths": paths})
+
+        hidden, out = run(with_sandbox(fn("peek", body), use))
+        if not hidden:
+            pytest.skip("no mount namespace: the host's directories are only protected by permissions")
+        assert out.ok and "secret" not in out.output
+    finally:
+        for d in (repo, home):
+            for p in d.iterdir():
+                p.unlink()
+            d.rmdir()
+
+
 def test_network_connections_to_the_host_fail_when_isolated() -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
