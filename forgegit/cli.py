@@ -5,6 +5,7 @@ Each subcommand lives in `forgegit/commands/<name>.py` and is imported only when
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, Optional
 
@@ -49,11 +50,22 @@ def cli() -> None:
     """Train an LLM agent's functions (its tools) on git."""
 
 
+def _annotate(exc: ForgegitError) -> None:
+    """In GitHub Actions, function-file problems also become workflow annotations on the files."""
+    problems = getattr(exc, "problems", None)
+    if not problems or os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    from .workflow_commands import annotation
+    for p in problems:
+        click.echo(annotation("error", p.message, file=p.path, line=p.line))
+
+
 def main(argv: Optional[list[str]] = None) -> Any:
     """Entry point: ForgegitError becomes one line on stderr and a non-zero exit, never a traceback."""
     try:
         return cli.main(args=argv, prog_name="forgegit", standalone_mode=False)
     except ForgegitError as exc:
+        _annotate(exc)
         click.echo(f"forgegit: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

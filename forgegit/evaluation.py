@@ -24,7 +24,11 @@ Progress = Callable[[int, int, "TaskResult"], None]
 
 
 class FunctionFilesError(ForgegitError):
-    """The functions at a revision do not pass `forgegit check`."""
+    """The functions at a revision do not pass `forgegit check`; `.problems` lists them all."""
+
+    def __init__(self, message: str, problems: list[Any]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 def trajectories_dir(repo: Path, key: str) -> Path:
@@ -107,7 +111,7 @@ class Evaluator:
         specs, problems = load_specs(files)
         if problems:
             listing = "; ".join(str(p) for p in problems[:3])
-            raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}")
+            raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}", problems)
         checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
         tree = git.functions_tree(self.repo, commit)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from . import evalstore, git, history, stats
 from .errors import ForgegitError
-from .evaluation import Evaluator, load_trajectories
+from .evaluation import Evaluator, FunctionFilesError, load_trajectories
 from .functions import load_specs
 from .optimizer import Proposal, commit_message, propose, write_actions
 from .records import ActionRecord, Comparison, EpochRecord, EvalResult, RunRecord, Usage
@@ -162,7 +162,8 @@ class Trainer:
         base_commit = git.resolve(self.repo, base_branch)
         _, problems = load_specs(git.read_functions(self.repo, base_commit))
         if problems:
-            raise ForgegitError(f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])))
+            raise FunctionFilesError(
+                f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])), problems)
         run_id = run_id or new_run_id()
         branch = history.BRANCH_PREFIX + run_id
         if git.branch_exists(self.repo, branch):

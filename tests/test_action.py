@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ACTION = ROOT / "action.yml"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 TRAIN_WORKFLOW = ROOT / ".github" / "workflows" / "train.yml"
-OUTPUTS = {"score", "baseline-score", "branch", "pr-url", "pr-number"}
+OUTPUTS = {"score", "baseline-score", "branch", "pr-url", "pr-number", "shard-file"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -370,7 +370,28 @@ def test_action_outputs_come_from_forgegit_pr(runner: Runner) -> None:
     """The action's outputs (score, baseline-score, branch, pr-url, pr-number) are what `forgegit pr` wrote."""
     outputs = runner.run({})
     assert outputs == {"score": "0.7500", "baseline-score": "0.6000", "branch": "forgegit/train/r1",
-                       "pr-url": "https://github.com/octo/agent/pull/7", "pr-number": "7"}
+                       "pr-url": "https://github.com/octo/agent/pull/7", "pr-number": "7", "shard-file": ""}
+
+
+def test_shard_mode_evaluates_one_slice_and_opens_no_pull_request(runner: Runner) -> None:
+    """A matrix job with shards/shard runs `forgegit eval --shard K/N --out FILE` and nothing else."""
+    outputs = runner.run({"shards": "4", "shard": "2", "tasks": "tasks/big.jsonl", "model": "m"})
+    argvs = [c["argv"] for c in runner.calls()]
+    assert argvs == [["eval", "--shard", "2/4", "--out", "forgegit-shard-2-of-4.json", "--model", "m",
+                      "--tasks", "tasks/big.jsonl"]]
+    assert outputs["shard-file"] == "forgegit-shard-2-of-4.json" and outputs["pr-url"] == ""
+
+
+def test_merge_mode_merges_every_shard_file(runner: Runner, tmp_path: Path) -> None:
+    """The matrix's final job passes every downloaded shard file to `forgegit eval --merge`."""
+    shards = runner.workspace / "shards"
+    for k in (1, 2):
+        (shards / f"forgegit-shard-{k}-of-2").mkdir(parents=True)
+        (shards / f"forgegit-shard-{k}-of-2" / f"forgegit-shard-{k}-of-2.json").write_text("{}")
+    runner.run({"merge-shards": "shards"})
+    (call,) = runner.calls()
+    merged = [a for i, a in enumerate(call["argv"]) if i and call["argv"][i - 1] == "--merge"]
+    assert call["argv"][:2] == ["eval", "--json"] and len(merged) == 2
 
 
 def test_training_commits_get_a_bot_identity_when_none_is_configured(runner: Runner) -> None:

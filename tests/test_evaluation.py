@@ -208,3 +208,17 @@ def test_init_scaffolds_and_refuses_to_overwrite(tmp_path: Path, monkeypatch: py
     assert "# Model the agent uses" in (tmp_path / "forgegit.toml").read_text()
     second = CliRunner().invoke(cli, ["init"])
     assert second.exit_code != 0 and "refusing to overwrite" in str(second.exception)
+
+
+def test_function_problems_become_annotations_in_github_actions(demo_repo: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (demo_repo / "functions" / "bad.py").write_text("def bad(:\n")
+    git(demo_repo, "add", "-A")
+    git(demo_repo, "commit", "-q", "-m", "bad")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    with pytest.raises(SystemExit):
+        main(["train", "--run-id", "x"])
+    out = capsys.readouterr()
+    assert "::error file=functions/bad.py,line=1::" in out.out
+    assert "do not pass `forgegit check`" in out.err

@@ -104,6 +104,6 @@ def _report(run: RunRecord) -> None:
         from ..actions_env import set_output
     except ImportError:  # pragma: no cover
         return
-    set_output("branch", run.branch)
-    set_output("baseline-score", f"{run.baseline_score:.4f}")
+    set_output("branch", run.branch)  # scores on validation, as `forgegit pr` reports them
+    set_output("baseline-score", f"{(g.base_score if g else run.baseline_score):.4f}")
     set_output("score", f"{(g.head_score if g else run.best_score):.4f}")
