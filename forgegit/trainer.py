@@ -299,7 +299,8 @@ class Trainer:
         if not decision.kept:
             self._revert(epoch)
         verdict = "kept" if epoch.kept else "reverted"
-        self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason})")
+        self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason}); "
+                  f"{self.run.usage.total_tokens:,} tokens so far")
         self._record_epoch(epoch)
 
     def _revert(self, epoch: EpochRecord) -> None:
