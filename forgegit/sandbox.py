@@ -428,6 +428,9 @@ class Sandbox:
         """Kill a worker now; its slot is refilled in the background."""
         worker.kill()
         self._workers.discard(worker)
+        if self._closed:
+            shutil.rmtree(worker.root, ignore_errors=True)
+            return
         self._background(self._replace(worker))
 
     async def _replace(self, worker: _Worker) -> None:

@@ -199,6 +199,18 @@ def test_a_memory_bomb_is_contained() -> None:
     assert after.ok and after.output == "3"
 
 
+def test_a_function_cannot_fill_the_disk() -> None:
+    body = """
+chunk = b'x' * (1 << 20)
+with open('big.bin', 'wb') as f:
+    for _ in range(200):
+        f.write(chunk)
+return 'wrote 200 MB'
+"""
+    out = call(fn("fill", body), "fill")
+    assert out.error == "exception" and "File too large" in out.output and "fill.py line" in out.output
+
+
 def test_a_fork_bomb_hits_the_process_limit_and_its_processes_are_killed() -> None:
     # Each child sleeps, so they pile up until RLIMIT_NPROC refuses; some try to escape with setsid().
     body = """
