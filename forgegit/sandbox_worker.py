@@ -550,7 +550,7 @@ def do_check(name: str) -> dict[str, Any]:
 
 def guard_child() -> None:
     """A process forked by user code must never answer on the protocol: it just exits."""
-    if os.getpid() != STATE["pid"]:
+    if os.getpid() != STATE.get("pid", os.getpid()):
         os._exit(0)
 
 
@@ -714,9 +714,9 @@ def start(cfg: dict[str, Any]) -> dict[str, Any]:
         drop_privileges(uid, gid)
     after_drop(supervisor, pid_ns)
     if pid_ns:  # stay behind as the namespace's init (it reaps orphans); serve from a normal process
-        init = os.fork()
-        if init:
-            supervise(init, fds)
+        server = os.fork()
+        if server:
+            supervise(server, fds)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     STATE.update(
         pid=os.getpid(), pid_ns=pid_ns, supervisor=supervisor, workdir=cfg["workdir"],
@@ -729,11 +729,11 @@ def start(cfg: dict[str, Any]) -> dict[str, Any]:
     sys.meta_path.insert(0, STATE["finder"])
     sys.dont_write_bytecode = True
     reader = os.fdopen(os.dup(STATE["proto_in"]), "rb")
-    init = json.loads(reader.readline() or b"{}")
+    request = json.loads(reader.readline() or b"{}")
     reader.close()
-    for fname, b64 in init.get("functions", {}).items():
+    for fname, b64 in request.get("functions", {}).items():
         SOURCES[fname[:-3]] = base64.b64decode(b64)
-    if init.get("preload", True):
+    if request.get("preload", True):
         preload()
     _flush()
     return {
