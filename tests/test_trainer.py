@@ -146,12 +146,22 @@ def test_a_second_training_while_one_runs_is_refused(trained_repo: Any) -> None:
 
 def test_resume_of_a_finished_run_with_a_scored_test_split_is_refused(trained_repo: Any) -> None:
     repo, _ = trained_repo
-    (repo / "tasks" / "test.jsonl").write_text((repo / "tasks" / "train.jsonl").read_text())
+    (repo / "tasks" / "test.jsonl").write_text("".join(
+        json.dumps({"question": f"What is the sum of the digits of {n}?", "answer": str(sum(map(int, str(n))))}) + "\n"
+        for n in (11, 2024, 90909)))
     assert forgegit("train", "--run-id", "t7", "--test", "tasks/test.jsonl").exit_code == 0
     run = history.load_run(repo, "forgegit/train/t7")
     assert run.test is not None and run.test.head_score == 1.0 and not run.test.passed
     result = CliRunner().invoke(cli, ["train", "--resume", "--run-id", "t7"])
     assert result.exit_code != 0 and "refusing to score it again" in str(result.exception)
+
+
+def test_a_test_split_that_overlaps_training_is_refused(trained_repo: Any) -> None:
+    repo, _ = trained_repo
+    (repo / "tasks" / "test.jsonl").write_text((repo / "tasks" / "train.jsonl").read_text())
+    result = CliRunner().invoke(cli, ["train", "--run-id", "t11", "--test", "tasks/test.jsonl"])
+    assert result.exit_code != 0 and "shares 12 question(s)" in str(result.exception)
+    assert not git(repo, "branch", "--list", "forgegit/train/t11")
 
 
 def test_sealed_test_questions_never_reach_the_optimizer(tmp_path: Path, scripted: Any, llm_env: Any,

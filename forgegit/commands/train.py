@@ -58,8 +58,20 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
     tasks = ws.task_set(tasks_path or s.tasks, from_cli=from_cli and bool(tasks_path))
     val = ws.task_set(val_path, from_cli=from_cli) if val_path else (ws.task_set(s.val) if s.val else tasks)
     test = ws.task_set(test_path, from_cli=from_cli) if test_path else (ws.task_set(s.test) if s.test and not resume else None)
+    if test is not None:
+        _check_sealed(test, tasks, val)
     run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
     _report(run)
+
+
+def _check_sealed(test: Any, *others: Any) -> None:
+    """A sealed test split that shares questions with the training or validation set seals nothing."""
+    seen = {t.question.strip() for ts in others for t in ts.tasks}
+    shared = [t.id for t in test.tasks if t.question.strip() in seen]
+    if shared:
+        raise ForgegitError(
+            f"the sealed test split {test.path} shares {len(shared)} question(s) with the training/validation "
+            f"tasks (first: {shared[0]}); use a disjoint test file")
 
 
 async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Optional[str], run_id: str,
