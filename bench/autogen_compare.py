@@ -37,7 +37,8 @@ from _common import HERE, RemoteServer, machine, make_repo, make_tasks, model_en
 
 INSTALL = ('python3 -m venv /work/bench-venv && /work/bench-venv/bin/pip install "pyautogen==0.2.35" "numpy<2" '
            "(or set FORGEGIT_AUTOGEN_PYTHON)")
-HEADER = ["system", "epoch", "wall s", "model calls", "prompt tokens", "score evaluated", "functions after"]
+HEADER = ["system", "epoch", "wall s", "model calls", "prompt tokens", "of which optimizer calls",
+          "optimizer prompt tokens", "score evaluated", "functions after"]
 EPOCH_DONE = re.compile(r"^epoch (\d+): (\S+ -> \S+ (kept|reverted)|no valid edit)")
 
 
@@ -53,12 +54,14 @@ def autogen_python() -> tuple[Optional[str], str]:
     return py, ""
 
 
-def _usage(server: RemoteServer, prefix: str) -> dict[str, tuple[int, int]]:
-    out: dict[str, tuple[int, int]] = {}
+def _usage(server: RemoteServer, prefix: str) -> dict[str, tuple[int, int, int, int]]:
+    """{tag: (calls, prompt tokens, optimizer calls, optimizer prompt tokens)}"""
+    out: dict[str, tuple[int, int, int, int]] = {}
     for model, tag, calls, tokens in server.stats()["rows"]:
         if tag.startswith(prefix):
-            c, t = out.get(tag, (0, 0))
-            out[tag] = (c + calls, t + tokens)
+            c, t, oc, ot = out.get(tag, (0, 0, 0, 0))
+            opt = "optimizer" in model
+            out[tag] = (c + calls, t + tokens, oc + calls * opt, ot + tokens * opt)
     return out
 
 
@@ -88,7 +91,7 @@ def run_forgegit(tmp: Path, server: RemoteServer, tasks: list[dict[str, str]], e
     rows = []
     for i, (tag, t0) in enumerate(marks):
         t1 = marks[i + 1][1] if i + 1 < len(marks) else end
-        calls, tokens = usage.get(prefix + tag, (0, 0))
+        calls, tokens, ocalls, otokens = usage.get(prefix + tag, (0, 0, 0, 0))
         if tag == "final":
             score = f"val {run.final_gate.head_score:.3f}" if run.final_gate else ""
             fns = ""
@@ -96,7 +99,7 @@ def run_forgegit(tmp: Path, server: RemoteServer, tasks: list[dict[str, str]], e
             e = run.epochs[int(tag.split("-")[1]) - 1]
             score = f"{e.score_after:.3f} ({'kept' if e.kept else 'rolled back'})" if e.score_after is not None else "-"
             fns = ""
-        rows.append([label, tag.replace("epoch-", ""), t1 - t0, calls, tokens, score, fns])
+        rows.append([label, tag.replace("epoch-", ""), t1 - t0, calls, tokens, ocalls, otokens, score, fns])
     from forgegit import git
     names = sorted(p[:-3] for p in git.read_functions(repo, run.branch))
     rows[-1][-1] = ",".join(names)
@@ -116,17 +119,17 @@ def run_autogen(py: str, tmp: Path, server: RemoteServer, tasks: list[dict[str, 
     usage = _usage(server, "ag-")
     rows = []
     for e in data["epochs"]:
-        calls, tokens = usage.get(f"ag-epoch-{e['epoch']}", (0, 0))
-        rows.append(["autogen", e["epoch"], e["wall"], calls, tokens, f"{e['passed'] / e['total']:.3f}",
+        calls, tokens, ocalls, otokens = usage.get(f"ag-epoch-{e['epoch']}", (0, 0, 0, 0))
+        rows.append(["autogen", e["epoch"], e["wall"], calls, tokens, ocalls, otokens, f"{e['passed'] / e['total']:.3f}",
                      ",".join(e["functions"])])
-    calls, tokens = usage.get("ag-final", (0, 0))
+    calls, tokens, ocalls, otokens = usage.get("ag-final", (0, 0, 0, 0))
     f = data["final"]
-    rows.append(["autogen", "final", f["wall"], calls, tokens, f"{f['passed'] / f['total']:.3f}", ""])
+    rows.append(["autogen", "final", f["wall"], calls, tokens, ocalls, otokens, f"{f['passed'] / f['total']:.3f}", ""])
     return rows, data
 
 
 def _total(rows: list[list[Any]]) -> list[Any]:
-    return [rows[0][0], "total", sum(r[2] for r in rows), sum(r[3] for r in rows), sum(r[4] for r in rows), "", ""]
+    return [rows[0][0], "total"] + [sum(r[i] for r in rows) for i in range(2, 7)]
 
 
 def main(argv: list[str]) -> int:
@@ -163,7 +166,7 @@ def main(argv: list[str]) -> int:
                 why = f"the AutoGen side did not run: {exc}"
     print(table(HEADER, rows))
     print()
-    print(table(HEADER[:5], list(totals.values())))
+    print(table(HEADER[:7], list(totals.values())))
     if "autogen" not in totals:
         print(f"autogen: skipped: {why}; install with: {INSTALL}")
         return 0
@@ -172,9 +175,10 @@ def main(argv: list[str]) -> int:
     ratio_rows = []
     for label in ("forgegit c=1", "forgegit c=4", "forgegit c=1 no-cache"):
         fg = totals[label]
-        ratio_rows.append([f"{label} / autogen", fg[2] / ag[2], fg[3] / ag[3], fg[4] / ag[4]])
+        ratio_rows.append([label, fg[2] / ag[2], fg[3] / ag[3], fg[4] / ag[4], fg[6] / ag[6]])
     print()
-    print(table(["ratio (totals)", "wall", "model calls", "prompt tokens"], ratio_rows))
+    print(table(["forgegit / autogen, totals (= per-epoch means)", "wall", "model calls", "prompt tokens",
+                 "optimizer prompt tokens"], ratio_rows))
     return 0
 
 

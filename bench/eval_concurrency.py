@@ -7,6 +7,8 @@ process (bench/_server.py) so it does not compete for this process's GIL. For ea
 
     critical path = calls per task x latency x ceil(tasks / c)
     ratio         = wall / critical path            (1.0 = no overhead beyond the model's latency)
+    forgegit CPU  = CPU time of the forgegit process during the evaluation (not the sandbox workers'):
+                    near the wall time means the evaluation is CPU-bound on this machine
     raw SDK       = the same calls (2 per task, same concurrency) made straight with the openai SDK:
                     the floor set by the HTTP stack and the scripted server on this machine
 
@@ -29,7 +31,8 @@ from forgegit.evaluation import Evaluator
 from forgegit.workspace import Workspace
 
 TARGET_AT, TARGET_RATIO = 16, 1.2
-HEADER = ["concurrency", "tasks", "calls", "wall s", "critical path s", "ratio", "raw SDK s", "wall / raw", "max in flight"]
+HEADER = ["concurrency", "tasks", "calls", "wall s", "critical path s", "ratio", "raw SDK s", "wall / raw", "max in flight",
+          "forgegit CPU s", "CPU ms/call"]
 
 
 async def _raw(base_url: str, n_tasks: int, concurrency: int) -> float:
@@ -59,19 +62,19 @@ TOOLS = [{"type": "function", "function": {"name": "digit_sum", "description": "
     "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}]
 
 
-async def _eval(repo: Path, concurrency: int) -> tuple[float, int]:
+async def _eval(repo: Path, concurrency: int) -> tuple[float, float, int]:
     ws = Workspace.open(repo, cache=False, concurrency=concurrency)
     tasks = ws.task_set(ws.settings.tasks)
     llm = ws.llm()
     try:
         ev = Evaluator(ws.root, ws.settings, llm)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = await ev.evaluate("HEAD", tasks, record=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         await llm.aclose()
     assert result.passed == result.total, f"{result.passed}/{result.total} passed: the scripted agent should solve all"
-    return wall, len(tasks)
+    return wall, cpu, len(tasks)
 
 
 def main(argv: list[str]) -> int:
@@ -91,14 +94,14 @@ def main(argv: list[str]) -> int:
         with RemoteServer(a.latency) as server, model_env(server):
             for c in levels:
                 before = server.stats(reset=True)["calls"]
-                wall, n = asyncio.run(_eval(repo, c))
+                wall, cpu, n = asyncio.run(_eval(repo, c))
                 after = server.stats(reset=True)
                 calls, in_flight = after["calls"] - before, after["max_in_flight"]
                 print(f"  concurrency {c}: forgegit {wall:.2f}s", file=sys.stderr, flush=True)
                 raw = asyncio.run(_raw(server.base_url, n, c))
                 critical = calls_per_task * a.latency * math.ceil(n / c)
                 ratio = wall / critical
-                rows.append([c, n, calls, wall, critical, ratio, raw, wall / raw, in_flight])
+                rows.append([c, n, calls, wall, critical, ratio, raw, wall / raw, in_flight, cpu, 1000 * cpu / calls])
                 if c == TARGET_AT:
                     verdict = f"target ratio <= {TARGET_RATIO} at concurrency {TARGET_AT}: " + (
                         "PASS" if ratio <= TARGET_RATIO else "MISS") + f" ({ratio:.2f})"
