@@ -26,23 +26,11 @@ from forgegit.scripted import ScriptedServer, estimate_tokens, text, tool_calls
 
 HERE = Path(__file__).resolve().parent
 
-# forgegit.scripted.ScriptedServer writes a response's headers and body in two send() calls on a
-# socket with Nagle's algorithm on: with the client's delayed ACK that stalls EVERY response by
-# ~40 ms on Linux loopback (measured: 45 ms -> 7 ms per zero-latency call). That is the test
-# server's cost, not forgegit's, so the benchmarks turn Nagle off for the handlers of this process
-# (socketserver's own switch). Its listen backlog is socketserver's default of 5, so a burst of 16-64
-# new connections gets some of them reset (ReadError; forgegit's client retries them after a back-off,
-# a raw SDK client fails): the benchmarks raise it to 256. FORGEGIT_BENCH_STOCK_SERVER=1 keeps both stock.
-STOCK_SERVER = os.environ.get("FORGEGIT_BENCH_STOCK_SERVER") == "1"
-if not STOCK_SERVER:
-    import socketserver
-    socketserver.StreamRequestHandler.disable_nagle_algorithm = True
-    socketserver.TCPServer.request_queue_size = 256
 GIT_ID = ("-c", "user.name=forgegit bench", "-c", "user.email=bench@forgegit.invalid")
 
 
 def machine() -> str:
-    server = "stock scripted server (Nagle on)" if STOCK_SERVER else "scripted server with TCP_NODELAY, backlog 256"
+    server = "scripted server with TCP_NODELAY, backlog 256"
     return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, {server}")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as _dt
 import json
 import re
@@ -81,17 +82,20 @@ class Evaluator:
     llm: LLM
     progress: Optional[Progress] = None
     usage: Usage = field(default_factory=Usage)
+    _fresh: dict[str, EvalResult] = field(default_factory=dict, repr=False)  # this run's own results
 
     def key(self, commit: str, tasks: TaskSet) -> str:
         return evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
 
     def recorded(self, commit: str, tasks: TaskSet) -> Optional[EvalResult]:
-        """A result already in the notes for this tree, task set and settings (copied onto commit)."""
-        if not self.settings.cache:
-            return None
-        hit = evalstore.find(self.repo, self.key(commit, tasks), commit)
+        """A result for this tree, task set and settings: made by this evaluator, or (unless
+        --no-cache) found in the notes. It is copied onto commit's note."""
+        key = self.key(commit, tasks)
+        hit = self._fresh.get(key)
+        if hit is None and self.settings.cache:
+            hit = evalstore.find(self.repo, key, commit)
         if hit is not None and hit.revision != commit:
-            hit.revision = commit
+            hit = dataclasses.replace(hit, revision=commit)
             evalstore.record(self.repo, commit, hit)
         return hit
 
@@ -101,6 +105,7 @@ class Evaluator:
         if hit is not None:
             return hit
         result = await self._run(commit, tasks)
+        self._fresh[result.key] = result
         if record:
             evalstore.record(self.repo, commit, result)
         return result

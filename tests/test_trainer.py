@@ -221,3 +221,15 @@ def test_killed_at_any_step_resume_finishes_with_the_uninterrupted_result(tmp_pa
     assert outcome(repo, "forgegit/train/r") == expected
     assert git(repo, "rev-parse", "main") == main_before
     assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+def test_no_cache_training_still_evaluates_each_tree_once_per_run(trained_repo: Any) -> None:
+    """--no-cache ignores earlier runs, not this run's own results: no commit is evaluated twice."""
+    repo, server = trained_repo
+    assert forgegit("train", "--run-id", "nc", "--no-cache").exit_code == 0
+    agent_calls = sum(r["model"] == demo.AGENT_MODEL for r in server.requests)
+    trees = {git(repo, "rev-parse", f"{c}:functions") for c in git(repo, "rev-list", "forgegit/train/nc").split()}
+    # base (12 tasks x 1 call), digit_sum trees (12 x 2 calls each); each distinct tree once
+    assert agent_calls <= 12 * 2 * len(trees)
+    assert forgegit("train", "--run-id", "nc2", "--no-cache").exit_code == 0
+    assert sum(r["model"] == demo.AGENT_MODEL for r in server.requests) == 2 * agent_calls  # nothing reused across runs
