@@ -121,6 +121,11 @@ def validate(s: Settings, where: str = "settings") -> None:
         raise ConfigError(f"{where}: gate must be mcnemar, bootstrap or delta, got {s.gate!r}")
     if not 0 < s.alpha < 1:
         raise ConfigError(f"{where}: alpha must be between 0 and 1, got {s.alpha}")
+    from .cost import _override_prices
+    try:  # a malformed [prices] entry would otherwise fail only after the first paid model call
+        _override_prices(s.prices)
+    except ForgegitError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_settings(root: str | Path, path: Optional[str | Path] = None) -> Settings:

@@ -80,7 +80,7 @@ def resolve(repo: str | os.PathLike[str], rev: str) -> str:
     """The full commit sha of rev, or a clear error."""
     proc = run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo, check=False)
     if proc.returncode != 0:
-        if rev == "HEAD":
+        if rev == "HEAD" or run(["rev-parse", "--verify", "--quiet", "HEAD"], repo, check=False).returncode != 0:
             raise ForgegitError("the repository has no commits yet: commit your functions/ first")
         raise ForgegitError(f"unknown revision {rev!r}")
     return proc.stdout.strip()

@@ -16,6 +16,7 @@ from .errors import ForgegitError
 from .records import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_BACKOFF_ENV = "FORGEGIT_RETRY_BACKOFF"  # seconds before the first retry (doubles each time)
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -85,7 +86,7 @@ class LLM:
         max_retries: int = 5,
         timeout: float = 120.0,
         limiter: Any = None,
-        backoff: float = 1.0,
+        backoff: Optional[float] = None,
     ) -> None:
         self.model = model
         self.endpoint = endpoint or Endpoint.from_env()
@@ -95,7 +96,7 @@ class LLM:
         self.max_retries = max_retries
         self.timeout = timeout
         self.limiter = limiter
-        self.backoff = backoff
+        self.backoff = backoff if backoff is not None else _env_backoff()
         self.usage = Usage()
         self._client: Optional[openai.AsyncOpenAI] = None
 
@@ -224,6 +225,15 @@ class LLM:
         if finish == "content_filter":
             raise _Retry(f"{where} refused the request (content filter)", "content_filter")
         return raw
+
+
+def _env_backoff() -> float:
+    """First retry delay in seconds: FORGEGIT_RETRY_BACKOFF (e.g. 0.01 in tests), else 1."""
+    value = os.environ.get(RETRY_BACKOFF_ENV, "")
+    try:
+        return max(0.0, float(value)) if value.strip() else 1.0
+    except ValueError:
+        raise LLMError(f"{RETRY_BACKOFF_ENV}={value!r}: expected seconds as a number, e.g. 0.5", "config") from None
 
 
 class _Retry(Exception):

@@ -90,7 +90,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
         result = _merge(ws, rev, path, merge_files)
     else:
         tasks = ws.task_set(path, from_cli=bool(tasks_path))
-        if shard:
+        if shard is not None:
             try:
                 k, n = (int(x) for x in shard.split("/"))
             except ValueError:
