@@ -115,8 +115,13 @@ def hostile_functions(paths: dict[str, str]) -> dict[str, str]:
         "kill_parent": function_file("kill_parent", f"""
             import signal
             tried = []
-            targets = [os.getppid(), {paths['test_pid']}]
-            for entry in os.listdir('/proc'):  # every forgegit or pytest process it can see
+            targets = [os.getppid()]
+            # Going after the host's processes is only safe to try where the worker is not the host's own
+            # user (as root it runs as its own uid); a same-user worker without namespaces could succeed.
+            others = os.getuid() != {paths['host_uid']}
+            if others:
+                targets.append({paths['test_pid']})
+            for entry in os.listdir('/proc') if others else []:  # every forgegit or pytest process it can see
                 try:
                     cmd = open('/proc/' + entry + '/cmdline', 'rb').read()
                 except OSError:
@@ -129,12 +134,12 @@ def hostile_functions(paths: dict[str, str]) -> dict[str, str]:
                     tried.append(f'{{pid}} killed')
                 except OSError as exc:
                     tried.append(f'{{pid}} {{type(exc).__name__}}')
-            for group in (os.getpgid(0), {paths['test_pgid']}):
+            for group in [os.getpgid(0)] + ([{paths['test_pgid']}] if others else []):
                 try:
                     os.killpg(group, signal.SIGKILL)
                 except OSError as exc:
                     tried.append(f'group {{group}} {{type(exc).__name__}}')
-            if {paths['kill_all']!r}:  # only where the worker runs as its own uid: kill(-1) hits just that uid
+            if others:  # kill(-1): every process this uid may signal
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except OSError as exc:
@@ -211,7 +216,7 @@ def hostile_eval(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     listener.setblocking(False)
     repo_path = base / "repo"
     paths = {"repo": str(repo_path), "home": str(home), "outside": str(outside), "port": listener.getsockname()[1],
-             "test_pid": os.getpid(), "test_pgid": os.getpgid(0), "kill_all": IS_ROOT}
+             "test_pid": os.getpid(), "test_pgid": os.getpgid(0), "host_uid": os.getuid()}
     files = {f"functions/{name}.py": src for name, src in hostile_functions(paths).items()}
     files["tasks/train.jsonl"] = "".join(json.dumps(t) + "\n" for t in TASKS)
     files["forgegit.toml"] = ('model = "scripted-agent"\nchecker = "numeric"\npython_tool = false\nconcurrency = 4\n'

@@ -543,3 +543,24 @@ def test_killed_at_any_moment_nothing_is_lost_and_resume_finishes_with_the_clean
     assert resumed.returncode == 0, f"killed after {delay:.2f}s\n" + resumed.stdout + resumed.stderr
     assert not leftovers(repo), f"killed after {delay:.2f}s"
     assert outcome(repo, "forgegit/train/r") == expected
+
+
+def test_killed_while_tidying_up_a_finished_run_resume_cleans_up(api: Any, tmp_path: Path, record_property: Any) -> None:
+    """The window between recording `finished` and removing the worktree and lock: resume says it is done and tidies."""
+    url, _ = api()
+    repo, before = make_user_repo(tmp_path / "repo", url)
+    assert forgegit(repo, url, "train", "--run-id", "t").returncode == 0
+    # What a kill inside Trainer.close() leaves: the run's worktree still registered, the lock of a dead pid.
+    state = Path(git(repo, "rev-parse", "--absolute-git-dir")) / "forgegit"
+    git(repo, "worktree", "add", "--quiet", "--detach", str(state / "worktrees" / "t"), "forgegit/train/t")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (state / "train.lock").write_text(f"{dead.pid} t\n")
+    assert leftovers(repo)
+    resumed = forgegit(repo, url, "train", "--resume", "--run-id", "t")
+    lost = data_lost(repo, before, "forgegit/train/t")
+    record_property("fault", "SIGKILL while tidying up a finished run")
+    record_property("injected", 1)
+    record_property("data_lost", len(lost))
+    assert "is already finished" in single_error_line(resumed)
+    assert not leftovers(repo) and not lost

@@ -10,7 +10,7 @@ from .. import history
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
 from ..records import RunRecord
-from ..trainer import Trainer, TrainLock, new_run_id
+from ..trainer import Trainer, TrainLock, Worktree, new_run_id
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
 from .eval import ProgressLine
@@ -50,6 +50,7 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
         test_path = recorded.test_file or None
         run_id = recorded.run_id
         if recorded.status == "finished":
+            _tidy(ws, recorded.run_id)
             if recorded.test is not None:
                 raise ForgegitError(f"run {run_id} is finished and its sealed test split was already scored; refusing to score it again")
             raise ForgegitError(f"run {run_id} is already finished: see `forgegit log {branch}`")
@@ -72,6 +73,17 @@ def _check_sealed(test: Any, *others: Any) -> None:
         raise ForgegitError(
             f"the sealed test split {test.path} shares {len(shared)} question(s) with the training/validation "
             f"tasks (first: {shared[0]}); use a disjoint test file")
+
+
+def _tidy(ws: Workspace, run_id: str) -> None:
+    """A run killed after it finished but while tidying up leaves its worktree and lock: remove them."""
+    try:
+        with TrainLock(ws.root, run_id, click.echo):  # refuses while another training is running
+            tree = Worktree(ws.root, run_id)
+            if tree.path.exists():
+                tree.close()
+    except ForgegitError:
+        pass
 
 
 async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Optional[str], run_id: str,
