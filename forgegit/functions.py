@@ -325,9 +325,13 @@ def _top_level_problems(body: list[ast.stmt], path: str, *, in_class: bool = Fal
     """Statements that would run code on import (in the module or in a class body)."""
     problems: list[Problem] = []
     for stmt in body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.Pass)):
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            problems += _definition_problems(stmt, path)
+            continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
             continue
         if isinstance(stmt, ast.ClassDef):
+            problems += _definition_problems(stmt, path)
             problems += _top_level_problems(stmt.body, path, in_class=True)
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
@@ -356,6 +360,23 @@ def _top_level_problems(body: list[ast.stmt], path: str, *, in_class: bool = Fal
         code = _unparse(stmt).splitlines()[0]
         problems.append(Problem(path, stmt.lineno, f"code {where} would run on import: `{code}` ({_ALLOWED})"))
     return problems
+
+
+def _definition_problems(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, path: str) -> list[Problem]:
+    """Decorators, annotations, defaults and class bases are evaluated by `def`/`class`: no calls there."""
+    parts: list[tuple[str, ast.expr]] = [("decorator", d) for d in stmt.decorator_list]
+    if isinstance(stmt, ast.ClassDef):
+        parts += [("base class", b) for b in stmt.bases] + [("class keyword", k.value) for k in stmt.keywords]
+    else:
+        a = stmt.args
+        every = a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]
+        parts += [("annotation", x.annotation) for x in every if x.annotation is not None]
+        parts += [("return annotation", stmt.returns)] if stmt.returns is not None else []
+        parts += [("default", d) for d in a.defaults + [d for d in a.kw_defaults if d is not None]]
+    return [
+        Problem(path, node.lineno, f"{what} `{_unparse(node)}` of {stmt.name} would run code on import (no calls)")
+        for what, node in parts if not _is_constant(node)
+    ]
 
 
 def _public_functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:

@@ -562,3 +562,16 @@ def test_schema_accepts_null_exactly_when_the_hint_is_optional(typ: Typ) -> None
     jsonschema = pytest.importorskip("jsonschema")
     ann, _, nullable = typ
     assert jsonschema.Draft202012Validator(schema(ann)).is_valid(None) == nullable
+
+
+@pytest.mark.parametrize("source,line,needle", [
+    ('"""m"""\nimport functools\n\n\n@functools.lru_cache(maxsize=None)\ndef _h(x):\n    return x\n', 5, "decorator `functools.lru_cache(maxsize=None)` of _h"),
+    ('"""m"""\n\n\ndef _h(x=print("boo")):\n    return x\n', 4, "default `print('boo')` of _h"),
+    ('"""m"""\n\n\ndef _h(x: print("boo")) -> int:\n    return 1\n', 4, "annotation `print('boo')` of _h"),
+    ('"""m"""\n\n\nclass _C(type("B", (), {})):\n    pass\n', 4, "base class"),
+])
+def test_calls_in_decorators_annotations_defaults_and_bases_are_rejected(source: str, line: int, needle: str) -> None:
+    """Code in a decorator, annotation, default or class base runs on import, so check refuses it."""
+    public = '\n\ndef f(x: int) -> int:\n    """Echo.\n\n    Args:\n        x: A number.\n    """\n    return x\n'
+    problems = check_source("f.py", source + public)
+    assert any(p.line == line and needle in p.message for p in problems), problems
