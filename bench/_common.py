@@ -7,7 +7,6 @@ model calls and prompt tokens are taken on the SERVER side, tagged by model name
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -19,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from forgegit import demo
 from forgegit.scripted import ScriptedServer, estimate_tokens, text, tool_calls
@@ -262,19 +261,10 @@ class RemoteServer:
         self.close()
 
 
-@contextlib.contextmanager
-def model_env(server: Any) -> Iterator[None]:
+def model_env(server: Any) -> Any:
     """Point the OpenAI SDK variables (read by forgegit.workspace.Workspace.llm) at server."""
-    old = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-    os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = server.base_url, "sk-bench"
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from forgegit.scripted import openai_env
+    return openai_env(server.base_url, "sk-bench")
 
 
 def train_in_process(repo: Path, run_id: str, echo: Callable[[str], None] = lambda s: None, **overrides: Any) -> Any:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .scripted import HTTPError, Reply, ScriptedServer, text, tool_calls, tool_names, tool_results
+from .scripted import HTTPError, Reply, text, tool_calls, tool_names, tool_results
 
 AGENT_MODEL = "scripted-agent"
 OPTIMIZER_MODEL = "scripted-optimizer"

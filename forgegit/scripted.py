@@ -11,13 +11,15 @@ or a full chat-completion dict; it sees the parsed JSON request.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 
 @dataclass
@@ -218,3 +220,18 @@ def tool_results(request: dict[str, Any]) -> list[str]:
         elif m.get("role") == "tool":
             out.append(str(m.get("content")))
     return out
+
+
+@contextlib.contextmanager
+def openai_env(base_url: str, api_key: str = "scripted") -> Iterator[None]:
+    """Point the OpenAI SDK's variables (OPENAI_BASE_URL, OPENAI_API_KEY) at a server, then restore them."""
+    old = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = base_url, api_key
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

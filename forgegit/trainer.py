@@ -196,7 +196,7 @@ class Trainer:
     # -- the loop
 
     async def train(self) -> RunRecord:
-        run, s = self.run, self.s
+        run = self.run
         if run.status == "finished":
             self.echo(f"run {run.run_id} is already finished")
             return run

@@ -1,7 +1,6 @@
 """Shared fixtures: real git repositories in temp dirs and a scripted OpenAI-compatible server."""
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
@@ -48,6 +47,23 @@ def make_repo(path: Path, files: dict[str, str] | None = None, message: str = "i
         git(path, "add", "-A")
         git(path, "commit", "-q", "-m", message)
     return path
+
+
+def run_outcome(repo: Path, branch: str) -> dict[str, object]:
+    """What a training run decided, independent of timestamps: per-epoch actions, scores and
+    verdicts, the final gate, the final functions/ tree, why it stopped and its status."""
+    from forgegit import history
+
+    run = history.load_run(repo, branch)
+    g = run.final_gate
+    return {
+        "epochs": [(e.epoch, [(a.kind, a.name, a.accepted) for a in e.actions], e.score_before, e.score_after, e.kept)
+                   for e in run.epochs],
+        "final": (g.base_score, g.head_score, g.passed) if g else None,
+        "tree": git(repo, "rev-parse", f"{branch}:functions"),
+        "stop": run.stop_reason,
+        "status": run.status,
+    }
 
 
 @pytest.fixture

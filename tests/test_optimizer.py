@@ -17,7 +17,7 @@ from forgegit.optimizer import (
     validate_action, write_actions,
 )
 from forgegit.records import EvalResult, TaskResult, Usage
-from forgegit.scripted import ScriptedServer, text, tool_calls
+from forgegit.scripted import ScriptedServer, tool_calls
 from forgegit.tokens import count_message_tokens
 
 HAS_SANDBOX = importlib.util.find_spec("forgegit.sandbox") is not None

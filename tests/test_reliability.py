@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import git
+from conftest import git, run_outcome
 
 from forgegit import demo, evalstore, history
 from forgegit.scripted import HTTPError, RawResponse, Reply, ScriptedServer, text
@@ -212,17 +212,7 @@ def forgegit(repo: Path, base_url: str, *args: str, kill_after: Optional[float] 
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def outcome(repo: Path, branch: str) -> dict[str, Any]:
-    """What a run decided, independent of timestamps: per-epoch actions/scores/verdicts, final gate, final tree."""
-    run = history.load_run(repo, branch)
-    return {
-        "epochs": [(e.epoch, [(a.kind, a.name, a.accepted) for a in e.actions], e.score_before, e.score_after, e.kept)
-                   for e in run.epochs],
-        "final": (run.final_gate.base_score, run.final_gate.head_score, run.final_gate.passed) if run.final_gate else None,
-        "tree": git(repo, "rev-parse", f"{branch}:functions"),
-        "stop": run.stop_reason,
-        "status": run.status,
-    }
+outcome = run_outcome
 
 
 _REFERENCE: dict[str, Any] = {}
@@ -394,7 +384,7 @@ def test_when_retries_run_out_nothing_is_half_committed_and_resume_finishes(
     assert run_after_failure.status == "running"
     assert len(run_after_failure.epochs) == {"baseline": 0, "optimizer": 1, "gate": 1}[phase]
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert not leftovers(repo), f"killed after {delay:.2f}s"
+    assert not leftovers(repo), leftovers(repo)
     assert outcome(repo, "forgegit/train/r") == expected
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import git
+from conftest import git, run_outcome
 
 from forgegit import demo, history
 from forgegit.cli import cli
@@ -48,16 +48,7 @@ def train_subprocess(repo: Path, server: Any, *args: str, crash_at: str = "") ->
                           capture_output=True, text=True, timeout=300)
 
 
-def outcome(repo: Path, branch: str) -> dict[str, Any]:
-    """What a run decided, independent of commit timestamps: per-epoch actions/scores/verdicts and the final tree."""
-    run = history.load_run(repo, branch)
-    return {
-        "epochs": [(e.epoch, [(a.kind, a.name, a.accepted) for a in e.actions], e.score_before, e.score_after, e.kept)
-                   for e in run.epochs],
-        "final": (run.final_gate.base_score, run.final_gate.head_score, run.final_gate.passed) if run.final_gate else None,
-        "tree": git(repo, "rev-parse", f"{branch}:functions"),
-        "stop": run.stop_reason,
-    }
+outcome = run_outcome
 
 
 def test_improving_epoch_is_kept_worse_one_reverted_and_patience_stops(trained_repo: Any) -> None:

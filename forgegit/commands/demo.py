@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import click
 
 from .. import demo, git
 from ..report import summary_table
-from ..scripted import ScriptedServer
+from ..scripted import ScriptedServer, openai_env
 from ..workspace import Workspace
 from .train import _train
 
@@ -26,22 +25,13 @@ def command(directory: Optional[str]) -> None:
     click.echo("forgegit demo: the model is SCRIPTED (a local server on 127.0.0.1 answers from a script);")
     click.echo("no network, no API key, no cost. Real training talks to your OpenAI-compatible endpoint.")
     click.echo(f"demo repository: {path}\n")
-    with ScriptedServer(demo.make_script()) as server:
-        old = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-        os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = server.base_url, "scripted"
-        try:
-            ws = Workspace.open(path)
-            tasks = ws.task_set(ws.settings.tasks)
-            run = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with ScriptedServer(demo.make_script()) as server, openai_env(server.base_url):
+        ws = Workspace.open(path)
+        tasks = ws.task_set(ws.settings.tasks)
+        run = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
     click.echo("")
     click.echo(summary_table(run))
     click.echo(f"\nstopped: {run.stop_reason} (patience {ws.settings.patience}); model calls: {server.calls}")
-    click.echo(f"\nthe training branch, with each epoch and its revert as commits:")
+    click.echo("\nthe training branch, with each epoch and its revert as commits:")
     click.echo(git.out(["log", "--oneline", "--graph", run.branch], path))
     click.echo(f"\ninspect it:\n  cd {path}\n  git log --notes=forgegit {run.branch}\n  forgegit log")
