@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Union
+from typing import Mapping, Union
 
 OutputValue = Union[str, int, float, None]
 
@@ -44,7 +44,7 @@ def set_output(name: str, value: OutputValue) -> bool:
     return _append("GITHUB_OUTPUT", format_output(name, value))
 
 
-def set_outputs(values: dict[str, OutputValue]) -> bool:
+def set_outputs(values: Mapping[str, OutputValue]) -> bool:
     """Set several step outputs at once."""
     return _append("GITHUB_OUTPUT", "".join(format_output(k, v) for k, v in values.items()))
 

@@ -135,7 +135,9 @@ def make_repo(path: Path) -> Path:
         f'model = "{AGENT_MODEL}"\noptimizer_model = "{OPTIMIZER_MODEL}"\ntasks = "tasks/train.jsonl"\n'
         'checker = "numeric"\nepochs = 5\npatience = 2\nmax_actions = 3\ngate = "mcnemar"\nalpha = 0.1\n'
         'python_tool = false\nconcurrency = 4\n')
-    env_run = lambda *a: subprocess.run(["git", *a], cwd=path, check=True, capture_output=True)  # noqa: E731
+    def env_run(*a: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *a], cwd=path, check=True, capture_output=True)
+
     env_run("init", "-q", "-b", "main")
     env_run("-c", "user.name=forgegit demo", "-c", "user.email=demo@forgegit.invalid", "add", "-A")
     env_run("-c", "user.name=forgegit demo", "-c", "user.email=demo@forgegit.invalid", "commit", "-q", "-m", "demo: an agent with one function")

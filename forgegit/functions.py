@@ -139,11 +139,10 @@ def _union(members: list[dict[str, Any]]) -> dict[str, Any]:
 def _literal_value(node: ast.expr) -> Any:
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
         return node.value
-    if (
-        isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
-        and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
-    ):
-        return -node.operand.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = node.operand.value
+        if type(value) is int or type(value) is float:  # not bool (an int subclass)
+            return -value
     raise UnsupportedType("Literal[...] values must be strings, numbers, booleans or None")
 
 
@@ -220,7 +219,7 @@ def _unparse(node: ast.AST) -> str:
 
 def _with_null(schema: dict[str, Any]) -> dict[str, Any]:
     """schema, also accepting null (keeping its description and default)."""
-    extra = {k: schema.pop(k) for k in ("description", "default") if k in schema}
+    extra: dict[str, Any] = {k: schema.pop(k) for k in ("description", "default") if k in schema}
     return {**_union([schema, {"type": "null"}]), **extra}
 
 
@@ -502,11 +501,11 @@ def _signature_problems(fn: ast.FunctionDef, path: str, bound: Optional[set[str]
     if not (ast.get_docstring(fn) or "").strip():
         problems.append(Problem(path, fn.lineno, f"`{fn.name}` has no docstring (it is the tool's description for the model)"))
     a = fn.args
-    for p in a.posonlyargs:
-        problems.append(Problem(path, p.lineno, f"parameter `{p.arg}` is positional-only: tools are called with keyword arguments"))
-    for star, p in (("*", a.vararg), ("**", a.kwarg)):
-        if p is not None:
-            problems.append(Problem(path, p.lineno, f"`{star}{p.arg}` is not allowed: a tool's parameters must be named"))
+    for arg in a.posonlyargs:
+        problems.append(Problem(path, arg.lineno, f"parameter `{arg.arg}` is positional-only: tools are called with keyword arguments"))
+    for star, star_arg in (("*", a.vararg), ("**", a.kwarg)):
+        if star_arg is not None:
+            problems.append(Problem(path, star_arg.lineno, f"`{star}{star_arg.arg}` is not allowed: a tool's parameters must be named"))
     for p in _params(fn):
         if p.node.annotation is None:
             problems.append(Problem(path, p.node.lineno, f"parameter `{p.name}` has no type annotation (it gives the tool's JSON schema)"))
@@ -531,8 +530,8 @@ def _decode(path: str, source: bytes | str) -> tuple[Optional[str], list[Problem
     if isinstance(source, str):
         text = source[1:] if source.startswith("\ufeff") else source
     else:
-        for lineno, line in enumerate(source.splitlines()[:2], 1):
-            m = _CODING_RE.match(line)
+        for lineno, raw_line in enumerate(source.splitlines()[:2], 1):
+            m = _CODING_RE.match(raw_line)
             if m and m.group(1).decode("ascii", "replace").lower() not in _UTF8_NAMES:
                 enc = m.group(1).decode("ascii", "replace")
                 return None, [Problem(path, lineno, f"the file declares encoding `{enc}`: function files must be UTF-8")]

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from . import git
 from .errors import ForgegitError
@@ -171,22 +171,25 @@ class GitHubClient:
         return [p for p in pulls if _is_forgegit_pr(p)]
 
     def create_pr(self, title: str, head: str, base: str, body: str, *, draft: bool = False) -> dict[str, Any]:
-        return self.request("POST", "/pulls", {"title": title, "head": head, "base": base, "body": body,
-                                                "draft": draft, "maintainer_can_modify": True},
-                            what="opening the pull request")
+        pr = self.request("POST", "/pulls", {"title": title, "head": head, "base": base, "body": body,
+                                             "draft": draft, "maintainer_can_modify": True},
+                          what="opening the pull request")
+        return cast(dict[str, Any], pr)  # GitHub's JSON
 
     def update_pr(self, number: int, title: Optional[str] = None, body: Optional[str] = None,
                   state: Optional[str] = None) -> dict[str, Any]:
         fields = {k: v for k, v in (("title", title), ("body", body), ("state", state)) if v is not None}
-        return self.request("PATCH", f"/pulls/{number}", fields, what=f"updating pull request #{number}")
+        pr = self.request("PATCH", f"/pulls/{number}", fields, what=f"updating pull request #{number}")
+        return cast(dict[str, Any], pr)  # GitHub's JSON
 
     def add_labels(self, number: int, labels: Sequence[str]) -> Any:
         return self.request("POST", f"/issues/{number}/labels", {"labels": list(labels)},
                             what=f"labelling pull request #{number}")
 
     def comment(self, number: int, body: str) -> dict[str, Any]:
-        return self.request("POST", f"/issues/{number}/comments", {"body": body},
-                            what=f"commenting on #{number}")
+        comment = self.request("POST", f"/issues/{number}/comments", {"body": body},
+                               what=f"commenting on #{number}")
+        return cast(dict[str, Any], comment)  # GitHub's JSON
 
 
 def _parse(raw: bytes) -> Any:

@@ -585,7 +585,7 @@ async def _import_error(files: dict[str, bytes], fname: str) -> Optional[str]:
     check = getattr(sandbox, "check_imports", None)
     if check is None:
         return None
-    errors = await check(files)
+    errors: dict[str, str] = await check(files)
     return errors.get(fname) or errors.get(f"{FUNCTIONS_DIR}/{fname}")
 
 

@@ -108,7 +108,7 @@ class EvalResult:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        d = to_json(self)
+        d: dict[str, Any] = to_json(self)
         d["score"] = self.score
         d["tokens"] = self.usage.total_tokens
         return d

@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -61,7 +61,9 @@ def _unshare(flags: int) -> bool:
 
 def _mount(src: Optional[str], target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
     """mount(2) through libc; raises OSError on failure."""
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    def enc(s: Optional[str]) -> Optional[bytes]:
+        return s.encode() if s is not None else None
+
     if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
@@ -514,7 +516,10 @@ def do_python(code: str) -> dict[str, Any]:
     linecache.cache[PYTHON_FILE] = (len(code), None, code.splitlines(True), PYTHON_FILE)
     try:
         tree = ast.parse(code, PYTHON_FILE)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        tail = tree.body[-1] if tree.body else None
+        last = tail if isinstance(tail, ast.Expr) else None
+        if last is not None:
+            tree.body.pop()
         exec(compile(tree, PYTHON_FILE, "exec", dont_inherit=True), namespace)
         value = None
         if last is not None:
@@ -634,7 +639,7 @@ def send(obj: dict[str, Any]) -> None:
         data = data[os.write(fd, data):]
 
 
-def serve(reader: io.BufferedReader) -> None:
+def serve(reader: BinaryIO) -> None:
     while True:
         line = reader.readline()
         if not line:

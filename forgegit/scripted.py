@@ -50,7 +50,7 @@ class RawResponse:
     content_type: str = "application/json"
 
 
-Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict]]
+Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict[str, Any]]]
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -112,6 +112,8 @@ class ScriptedServer:
     def base_url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, (bytes, bytearray)):  # typeshed allows it; an AF_INET server's host is a str
+            host = host.decode()
         return f"http://{host}:{port}/v1"
 
     @property
@@ -202,8 +204,9 @@ class ScriptedServer:
 
 def last_user_message(request: dict[str, Any]) -> str:
     for m in reversed(request.get("messages", [])):
-        if m.get("role") == "user" and isinstance(m.get("content"), str):
-            return m["content"]
+        content = m.get("content")
+        if m.get("role") == "user" and isinstance(content, str):
+            return content
     return ""
 
 

@@ -25,7 +25,8 @@ def _binomial_tail(k: int, n: int) -> float:
         return 1.0
     if k > n:
         return 0.0
-    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+    outcomes: int = 2**n  # int ** int is typed Any (a negative exponent gives a float)
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / outcomes
 
 
 def mcnemar_exact(up: int, down: int) -> float:
