@@ -224,3 +224,23 @@ def test_no_cache_training_still_evaluates_each_tree_once_per_run(trained_repo: 
     assert agent_calls <= 12 * 2 * len(trees)
     assert forgegit("train", "--run-id", "nc2", "--no-cache").exit_code == 0
     assert sum(r["model"] == demo.AGENT_MODEL for r in server.requests) == 2 * agent_calls  # nothing reused across runs
+
+
+def test_resume_from_a_subdirectory_config_finds_the_recorded_task_files(tmp_path: Path, scripted: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """forgegit.toml in a subdirectory (like examples/gsm8k): --resume reads the same task files."""
+    repo = demo.make_repo(tmp_path / "repo")
+    sub = repo / "examples" / "digits"
+    sub.mkdir(parents=True)
+    (repo / "tasks" / "train.jsonl").rename(sub / "train.jsonl")
+    (repo / "forgegit.toml").rename(sub / "forgegit.toml")
+    (sub / "forgegit.toml").write_text((sub / "forgegit.toml").read_text().replace("tasks/train.jsonl", "train.jsonl"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "move the example")
+    server = scripted(demo.make_script())
+    killed = train_subprocess(sub, server, "--run-id", "sub", crash_at="after-record")
+    assert killed.returncode == -9
+    assert history.load_run(repo, "forgegit/train/sub").tasks_file == "examples/digits/train.jsonl"
+    resumed = train_subprocess(sub, server, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert history.load_run(repo, "forgegit/train/sub").status == "finished"

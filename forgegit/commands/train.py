@@ -46,8 +46,9 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
             raise ForgegitError("no training run to resume (no forgegit/train/* branch)")
         recorded = history.load_run(ws.root, branch)
         ws.settings = ws.settings.with_overrides(**recorded.settings)
-        tasks_path, val_path = recorded.tasks_file, recorded.val_file
-        test_path = recorded.test_file or None
+        # The record keeps paths relative to the repository root, wherever forgegit.toml is.
+        tasks_path, val_path = str(ws.root / recorded.tasks_file), str(ws.root / recorded.val_file)
+        test_path = str(ws.root / recorded.test_file) if recorded.test_file else None
         run_id = recorded.run_id
         if recorded.status == "finished":
             _tidy(ws, recorded.run_id)
