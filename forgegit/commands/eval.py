@@ -17,14 +17,21 @@ from ._options import agent_options
 
 
 class ProgressLine:
-    """A one-line progress display on stderr: tasks done and passed so far."""
+    """A progress bar on stderr: tasks done, passed so far, and tokens."""
+
+    width = 30
 
     def __init__(self) -> None:
         self.passed = 0
+        self.tokens = 0
 
     def __call__(self, done: int, total: int, result: Any) -> None:
         self.passed += int(result.passed)
-        click.echo(f"\r  {done}/{total} tasks, {self.passed} passed", nl=done == total, err=True)
+        self.tokens += result.usage.total_tokens
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        click.echo(f"\r  [{bar}] {done}/{total} tasks, {self.passed} passed, {self.tokens:,} tokens",
+                   nl=done == total, err=True)
 
 
 def summary_lines(result: EvalResult, reused: bool) -> list[str]:
