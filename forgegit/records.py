@@ -169,6 +169,7 @@ class EpochRecord:
     usage: Usage = field(default_factory=Usage)
     flipped_up: list[str] = field(default_factory=list)
     flipped_down: list[str] = field(default_factory=list)
+    val_score: Optional[float] = None  # validation score of the branch after this epoch (not used by the gate)
 
     @property
     def end(self) -> str:
@@ -222,6 +223,7 @@ class RunRecord:
     test_file: str
     baseline_score: float
     epochs: list[EpochRecord] = field(default_factory=list)
+    baseline_val_score: Optional[float] = None
     best_commit: str = ""
     best_score: float = 0.0
     final_gate: Optional[Comparison] = None

@@ -367,12 +367,12 @@ def _plain_actions(e: EpochRecord) -> str:
 
 def summary_table(run: RunRecord) -> str:
     """A plain-text table of the epochs for terminals, then the training score and usage (callers print the gates)."""
-    header = ["epoch", "commit", "actions", "before", "after", "verdict", "p", "tokens", "cost"]
+    header = ["epoch", "commit", "actions", "before", "after", "val", "verdict", "p", "tokens", "cost"]
     rows = [header]
     for e in run.epochs:
         commit = short(e.commit) + (f" (revert {short(e.revert)})" if e.revert else "") if e.commit else "-"
         rows.append([
-            str(e.epoch), commit, _plain_actions(e), pct(e.score_before), pct(e.score_after),
+            str(e.epoch), commit, _plain_actions(e), pct(e.score_before), pct(e.score_after), pct(e.val_score),
             verdict(e), pval(e.gate.p_value) if e.gate else "-",
             tokens(e.usage), money(e.usage.cost),
         ])

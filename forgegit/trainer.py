@@ -203,6 +203,7 @@ class Trainer:
         base_eval = await self._eval(run.base_commit, self._batch(0))
         if not run.epochs:
             run.baseline_score = base_eval.score
+            run.baseline_val_score = await self._val_score(run.base_commit, base_eval)
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
         while run.status == "running":
             stop = self._stop_reason()
@@ -240,6 +241,19 @@ class Trainer:
         self.last_spent = self.evaluator.usage
         self.run.usage.add(self.last_spent)
         return result
+
+    async def _val_score(self, commit: str, train_result: EvalResult) -> float:
+        """The validation score of commit for the learning curve (free when validation is the training set)."""
+        if self.val.sha256 == train_result.tasks_hash:
+            return train_result.score
+        return (await self._eval(commit, self.val)).score
+
+    def _current_val_score(self) -> Optional[float]:
+        """The validation score of the branch as it stands (a revert restores the last kept tree)."""
+        for e in reversed(self.run.epochs):
+            if e.kept:
+                return e.val_score
+        return self.run.baseline_val_score
 
     def _history(self) -> list[dict[str, Any]]:
         return [
@@ -296,8 +310,11 @@ class Trainer:
         epoch.usage.add(self.last_spent)
         evalstore.update_note(self.repo, epoch.commit, epoch=_epoch_json(epoch))
         crashpoint("after-note")
-        if not decision.kept:
+        if decision.kept:
+            epoch.val_score = await self._val_score(epoch.commit, after)
+        else:
             self._revert(epoch)
+            epoch.val_score = self._current_val_score()
         verdict = "kept" if epoch.kept else "reverted"
         self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason}); "
                   f"{self.run.usage.total_tokens:,} tokens so far")

@@ -209,12 +209,12 @@ def test_summary_table_for_terminals() -> None:
     run = sample_run()
     text = report.summary_table(run)
     lines = text.splitlines()
-    assert lines[0].split() == ["epoch", "commit", "actions", "before", "after", "verdict", "p", "tokens", "cost"]
+    assert lines[0].split() == ["epoch", "commit", "actions", "before", "after", "val", "verdict", "p", "tokens", "cost"]
     e1, e2 = run.epochs[0], run.epochs[1]
     assert lines[1].split() == ["1", e1.commit[:7], "+solve_equation", "~broken_tool(rejected)", "50.0%", "70.0%",
-                                "kept", "0.031", "1,200", "$0.0200"]
-    assert lines[2].split()[:8] == ["2", e2.commit[:7], "(revert", f"{e2.revert[:7]})", "-solve_equation",
-                                    "70.0%", "55.0%", "reverted"]
+                                "—", "kept", "0.031", "1,200", "$0.0200"]
+    assert lines[2].split()[:9] == ["2", e2.commit[:7], "(revert", f"{e2.revert[:7]})", "-solve_equation",
+                                    "70.0%", "55.0%", "—", "reverted"]
     assert f"training score: 50.0% -> 70.0% (best {B[:7]})" in text
     assert "usage: 14,690 tokens in 40 calls, $0.1234" in text
     assert "|" not in text and "`" not in text

@@ -147,6 +147,18 @@ def test_resume_of_a_finished_run_with_a_scored_test_split_is_refused(trained_re
     assert result.exit_code != 0 and "refusing to score it again" in str(result.exception)
 
 
+def test_a_separate_validation_set_is_scored_after_each_kept_epoch(trained_repo: Any) -> None:
+    repo, server = trained_repo
+    val = [{"id": f"v{n}", "question": f"What is the sum of the digits of {n}?", "answer": str(sum(map(int, str(n))))}
+           for n in (99999, 2024, 90909, 987654)]
+    (repo / "tasks" / "val.jsonl").write_text("".join(json.dumps(t) + "\n" for t in val))
+    assert forgegit("train", "--run-id", "v1", "--val", "tasks/val.jsonl").exit_code == 0
+    run = history.load_run(repo, "forgegit/train/v1")
+    assert run.baseline_val_score == 0.25  # only 2024 -> digital root 8 == digit sum 8
+    assert [e.val_score for e in run.epochs] == [1.0, 1.0, 1.0]
+    assert run.final_gate is not None and run.final_gate.head_score == 1.0
+
+
 def test_a_test_split_that_overlaps_training_is_refused(trained_repo: Any) -> None:
     repo, _ = trained_repo
     (repo / "tasks" / "test.jsonl").write_text((repo / "tasks" / "train.jsonl").read_text())
@@ -176,6 +188,9 @@ def test_log_shows_the_learning_curve_and_json(trained_repo: Any) -> None:
     assert "kept" in out and "reverted" in out and "+digit_sum" in out
     data = json.loads(forgegit("log", "--json").output)
     assert [e["kept"] for e in data["epochs"]] == [True, False, False]
+    # validation is the training set here: the curve's val score follows the branch (reverts restore it)
+    assert data["baseline_val_score"] == data["baseline_score"]
+    assert [e["val_score"] for e in data["epochs"]] == [1.0, 1.0, 1.0]
     assert forgegit("log", "--plot", str(repo / "curve.png")).exit_code == 0
     assert (repo / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
