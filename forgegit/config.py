@@ -60,10 +60,6 @@ class Settings:
     def effective_optimizer_model(self) -> str:
         return self.optimizer_model or self.model
 
-    @property
-    def effective_val(self) -> str:
-        return self.val or self.tasks
-
     def with_overrides(self, **overrides: Any) -> "Settings":
         """A copy with the given (non-None) values replaced."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .scripted import HTTPError, Reply, text, tool_calls, tool_names, tool_results
+from .scripted import HTTPError, Reply, last_user_message, text, tool_calls, tool_names, tool_results
 
 AGENT_MODEL = "scripted-agent"
 OPTIMIZER_MODEL = "scripted-optimizer"
@@ -70,7 +70,7 @@ def _action(name: str, code: str, description: str) -> dict[str, Any]:
 
 def agent_reply(request: dict[str, Any]) -> Reply:
     """The scripted agent: use digit_sum if it exists, else guess the digital root (usually wrong)."""
-    question = next((m["content"] for m in request["messages"] if m.get("role") == "user"), "")
+    question = last_user_message(request)
     match = re.search(r"digits of (\d+)", question)
     n = int(match.group(1)) if match else 0
     results = tool_results(request)

@@ -81,16 +81,12 @@ class Evaluator:
     settings: Settings
     llm: LLM
     progress: Optional[Progress] = None
-    usage: Usage = field(default_factory=Usage)
     _fresh: dict[str, EvalResult] = field(default_factory=dict, repr=False)  # this run's own results
 
-    def key(self, commit: str, tasks: TaskSet) -> str:
-        return evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
-
-    def recorded(self, commit: str, tasks: TaskSet) -> Optional[EvalResult]:
+    def recorded(self, commit: str, tasks: TaskSet, key: Optional[str] = None) -> Optional[EvalResult]:
         """A result for this tree, task set and settings: made by this evaluator, or (unless
         --no-cache) found in the notes. It is copied onto commit's note."""
-        key = self.key(commit, tasks)
+        key = key or evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
         hit = self._fresh.get(key)
         if hit is None and self.settings.cache:
             hit = evalstore.find(self.repo, key, commit)
@@ -100,17 +96,23 @@ class Evaluator:
         return hit
 
     async def evaluate(self, rev: str, tasks: TaskSet, *, record: bool = True) -> EvalResult:
+        return (await self.evaluate_or_reuse(rev, tasks, record=record))[0]
+
+    async def evaluate_or_reuse(self, rev: str, tasks: TaskSet, *, record: bool = True) -> tuple[EvalResult, bool]:
+        """(result, whether it was reused): a recorded result when there is one, else a fresh run."""
         commit = git.resolve(self.repo, rev)
-        hit = self.recorded(commit, tasks)
+        tree = git.functions_tree(self.repo, commit)
+        key = evalstore.eval_key(tree, tasks.sha256, self.settings)
+        hit = self.recorded(commit, tasks, key)
         if hit is not None:
-            return hit
-        result = await self._run(commit, tasks)
-        self._fresh[result.key] = result
+            return hit, True
+        result = await self._run(commit, tree, key, tasks)
+        self._fresh[key] = result
         if record:
             evalstore.record(self.repo, commit, result)
-        return result
+        return result, False
 
-    async def _run(self, commit: str, tasks: TaskSet) -> EvalResult:
+    async def _run(self, commit: str, tree: str, key: str, tasks: TaskSet) -> EvalResult:
         s = self.settings
         files = git.read_functions(self.repo, commit)
         specs, problems = load_specs(files)
@@ -119,8 +121,6 @@ class Evaluator:
             raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}", problems)
         checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
-        tree = git.functions_tree(self.repo, commit)
-        key = evalstore.eval_key(tree, tasks.sha256, s)
         tdir = trajectories_dir(self.repo, key)
         limits = Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output)
         sem = asyncio.Semaphore(s.concurrency)
@@ -158,7 +158,6 @@ class Evaluator:
                 await asyncio.gather(*jobs, return_exceptions=True)
                 raise
         ordered = [results[t.id] for t in tasks.tasks]
-        self.usage.add(usage)
         return EvalResult(
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
             model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,

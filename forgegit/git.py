@@ -115,9 +115,5 @@ def read_functions(repo: str | os.PathLike[str], rev: str) -> dict[str, bytes]:
         }
 
 
-def is_ancestor(repo: str | os.PathLike[str], a: str, b: str) -> bool:
-    return run(["merge-base", "--is-ancestor", a, b], repo, check=False).returncode == 0
-
-
 def branch_exists(repo: str | os.PathLike[str], branch: str) -> bool:
     return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from . import evalstore, git
 from .errors import ForgegitError
-from .records import RunRecord
+from .records import RunRecord, to_json
 
 BRANCH_PREFIX = "forgegit/train/"
 
@@ -47,10 +47,4 @@ def load_run(repo: Path, branch: str) -> RunRecord:
 
 def save_run(repo: Path, run: RunRecord) -> None:
     """Write the run record into its base commit's note."""
-    evalstore.update_note(repo, run.base_commit, runs={run.run_id: _json(run)})
-
-
-def _json(run: RunRecord) -> dict[str, Any]:
-    from .records import to_json
-    data: dict[str, Any] = to_json(run)
-    return data
+    evalstore.update_note(repo, run.base_commit, runs={run.run_id: to_json(run)})

@@ -20,7 +20,7 @@ from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories
 from .functions import load_specs
 from .optimizer import Proposal, commit_message, propose, write_actions
-from .records import ActionRecord, Comparison, EpochRecord, EvalResult, RunRecord, Usage
+from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
 from .tasks import TaskSet
 from .workspace import Workspace
 
@@ -236,9 +236,8 @@ class Trainer:
 
     async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
         """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
-        self.evaluator.usage = Usage()
-        result = await self.evaluator.evaluate(commit, tasks)
-        self.last_spent = self.evaluator.usage
+        result, reused = await self.evaluator.evaluate_or_reuse(commit, tasks)
+        self.last_spent = Usage() if reused else result.usage
         self.run.usage.add(self.last_spent)
         return result
 
@@ -308,7 +307,7 @@ class Trainer:
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
         epoch.usage.add(self.last_spent)
-        evalstore.update_note(self.repo, epoch.commit, epoch=_epoch_json(epoch))
+        evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
@@ -328,7 +327,7 @@ class Trainer:
                    f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
         git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
         epoch.revert = self.tree.head()
-        evalstore.update_note(self.repo, epoch.revert, epoch=_epoch_json(epoch))
+        evalstore.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
 
     def _record_epoch(self, epoch: EpochRecord) -> None:
         """Record the whole epoch, then move the branch to its end (the only time the branch moves)."""
@@ -362,8 +361,8 @@ class Trainer:
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit = head
         run.status = "finished"
-        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": _cmp_json(run.final_gate),
-                                                      "test": _cmp_json(run.test)})
+        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
+                                                      "test": to_json(run.test)})
         history.save_run(self.repo, run)
 
     # -- the end
@@ -403,17 +402,6 @@ def _worktree_holding(repo: Path, branch: str) -> Optional[Path]:
 def _gain(run: RunRecord) -> str:
     g = run.final_gate
     return f"val {g.base_score:.3f} -> {g.head_score:.3f}" if g else "trained"
-
-
-def _epoch_json(epoch: EpochRecord) -> dict[str, Any]:
-    from .records import to_json
-    data: dict[str, Any] = to_json(epoch)
-    return data
-
-
-def _cmp_json(c: Optional[Comparison]) -> Optional[dict[str, Any]]:
-    from .records import to_json
-    return to_json(c) if c else None
 
 
 def _settings_json(s: Any) -> dict[str, Any]:

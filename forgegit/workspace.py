@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 from . import git
 from .config import CONFIG_FILE, Settings, load_settings, validate
-from .errors import ForgegitError
 from .llm import LLM, Endpoint
 from .tasks import TaskSet, load_tasks
 
@@ -70,11 +69,6 @@ class Workspace:
             model or s.model, endpoint=Endpoint.from_env(), cache=self.cache(), use_cache=s.cache,
             prices=s.prices, limiter=AdaptiveLimiter(s.concurrency),
         )
-
-
-def require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise ForgegitError(f"{path}: {what} not found")
 
 
 def is_terminal() -> bool:

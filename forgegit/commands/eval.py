@@ -125,10 +125,6 @@ async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool) -> tupl
     llm = ws.llm()
     try:
         ev = Evaluator(ws.root, ws.settings, llm, progress=ProgressLine() if progress else None)
-        commit = git.resolve(ws.root, rev)
-        hit = ev.recorded(commit, tasks)
-        if hit is not None:
-            return hit, True
-        return await ev.evaluate(commit, tasks), False
+        return await ev.evaluate_or_reuse(rev, tasks)
     finally:
         await llm.aclose()
