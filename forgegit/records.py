@@ -228,6 +228,7 @@ class RunRecord:
     stop_reason: str = ""  # epochs | early-stop | budget | ...
     usage: Usage = field(default_factory=Usage)
     settings: dict[str, Any] = field(default_factory=dict)
+    sandbox: str = ""  # the isolation level the run's sandbox reached, e.g. "secrets-safe (landlock abi 7, seccomp, ...)"
 
     @property
     def improved(self) -> bool:
