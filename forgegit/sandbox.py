@@ -1,29 +1,17 @@
-"""Out-of-process execution of untrusted function code: a warm, asyncio pool of isolated workers.
+"""Out-of-process execution of untrusted function code: a warm, asyncio pool of confined workers.
 
 Function files are written by an LLM, so they never run in this process. Each worker
-(`sandbox_worker.py`) is a separate Python process with its own session and temp dir, a scrubbed
-environment, resource limits (address space, file size, no core files, process count) and, when the
-kernel allows it, new network/PID/mount namespaces. Calls time out by killing the worker's process
-group; the pool then replaces the worker. Every failure becomes a `ToolOutcome(ok=False)`.
-
-What is blocked where:
-- as root: each worker drops to its own unused uid/gid (from WORKER_IDS, far above real users; like
-  `nobody` but not shared) after its temp dir is made its own, so RLIMIT_NPROC applies per worker, and
-  the code cannot read /root, the host's HOME, or signal the host or other workers. Network,
-  PID and mount namespaces are used (root may create them).
-- with a mount namespace (root, or an unprivileged user namespace): the host's working dir (the repo,
-  with its held-out task files) and HOME are covered by an empty tmpfs, and so are directories the
-  worker user cannot enter (e.g. /root); Python installations inside them stay visible at the same
-  path. The worker gets its own /proc (it sees only its own processes).
-- as a non-root user: no privilege drop is possible; the worker tries an unprivileged user namespace
-  (with network + PID namespaces). Where the kernel forbids that, `network_isolated` is False: the
-  network is NOT blocked, and code runs as the same user, so it could read that user's files and
-  signal that user's processes. RLIMIT_NPROC then counts all of the user's processes (the limit is set
-  to the current count plus `max_processes`).
+(`sandbox_worker.py`) is a separate Python process started with an allow-listed environment (no
+secret), in its own session and private temp dir. Before it receives any function code it confines
+itself (`confine.py`: namespaces where allowed, own uid as root, limits, Landlock, seccomp) and
+reports what it reached; `isolation.py` judges that report, and the pool refuses to run below the
+secrets-safe level unless `allow_unsafe` is set. Calls time out by killing the worker; the pool then
+replaces it. Every failure becomes a `ToolOutcome(ok=False)`.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import json
 import os
@@ -34,12 +22,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .errors import ForgegitError
+from .isolation import Isolation, SandboxRefused, protect_host, unconfined
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 WORKER_IDS = range(2**31 - 2**20, 2**31 - 1)  # started by root, each worker runs as its own unused uid/gid from here
+DISK_POLL_S = 0.05  # how often the host measures a worker's temp dir where no tmpfs bounds it
 START_TIMEOUT = 60.0  # seconds for a worker to start (plus the import budget of the functions)
 ENV_COPY = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 ENV_FIXED = {
@@ -59,9 +49,9 @@ class Limits:
     """Per-call limits of the sandbox."""
 
     timeout: float = 10.0  # seconds per call
-    memory_mb: int = 512  # address space of a worker (RLIMIT_AS)
+    memory_mb: int = 512  # address space of a worker (RLIMIT_AS); one process, so this bounds it all
     max_output: int = 20000  # characters of return value / captured output
-    max_processes: int = 64  # RLIMIT_NPROC
+    disk_mb: int = 64  # what the worker's temp dir may hold (a tmpfs size, or watched by the host)
 
 
 @dataclass
@@ -70,8 +60,12 @@ class ToolOutcome:
 
     ok: bool
     output: str
-    error: Optional[str] = None  # "exception" | "timeout" | "memory" | "crash" | "bad_arguments" | "unknown_function"
+    error: Optional[str] = None  # "exception" | "timeout" | "memory" | "disk" | "crash" | "bad_arguments" | "unknown_function"
     duration: float = 0.0
+
+
+class _DiskFull(Exception):
+    """The worker's temp dir outgrew Limits.disk_mb."""
 
 
 class _WorkerDied(Exception):
@@ -132,12 +126,13 @@ class _Worker:
             return False
 
     def kill(self) -> None:
-        """Kill the worker's whole process group (its supervisor; the rest dies with it)."""
+        """Kill the worker's process group (the worker alone, unless unconfined code forked)."""
         if self.proc.returncode is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        _live_groups.discard(self.proc.pid)
 
     async def stop(self, graceful: bool = False) -> None:
         """Stop the process and remove its temp dir (even when cancelled)."""
@@ -174,6 +169,26 @@ class _Worker:
         return f"exited with code {code}"
 
 
+def _disk_usage(path: str, stop_above: int) -> int:
+    """Bytes allocated under path (stops counting once past stop_above)."""
+    total = 0
+    stack = [path]
+    while stack and total <= stop_above:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
 def _environment(workdir: str) -> dict[str, str]:
     """The worker's whole environment: an allow-list, nothing else from the host."""
     env = {k: os.environ[k] for k in ENV_COPY if k in os.environ}
@@ -185,6 +200,16 @@ def _environment(workdir: str) -> dict[str, str]:
 
 
 _ids_in_use: set[int] = set()
+_live_groups: set[int] = set()  # process groups of running workers, killed if forgegit exits without closing
+
+
+@atexit.register
+def _kill_leftover_workers() -> None:
+    for pgid in list(_live_groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _worker_id() -> int:
@@ -253,18 +278,22 @@ class Sandbox:
         *,
         workers: int = 2,
         recycle_after: int = 500,
+        allow_unsafe: bool = False,
+        protect: Sequence[str] = (),
     ) -> None:
+        """protect: paths the worker must never see even if Python lives beside them (the repository);
+        the current directory and HOME are always protected. allow_unsafe: run below secrets-safe."""
         self.functions = {os.path.basename(k): bytes(v) for k, v in functions.items() if k.endswith(".py")}
         self.limits = limits or Limits()
         self.size = max(1, int(workers))
         self.recycle_after = max(1, int(recycle_after))
-        self.network_isolated = False
-        self.pid_isolated = False
-        self.privileges_dropped = False
+        self.allow_unsafe = allow_unsafe
+        self.protect = [os.getcwd(), os.path.expanduser("~"), *map(str, protect)]
+        self.isolation: Optional[Isolation] = None  # what the first worker reached
+        self.confinement: dict[str, Any] = {}  # the first worker's own report (see confine.py)
         self.import_errors: dict[str, str] = {}  # {file name: error} found by the first worker's preload
-        self.isolation_notes: list[str] = []  # what the worker's mount set-up did or could not do
         self._preload = True
-        self._drop = True  # tests turn these off to exercise the non-root fallbacks
+        self._drop = True  # tests turn these off to exercise the fallbacks
         self._namespaces = True
         self._idle: list[_Worker] = []
         self._live = 0  # workers running or being started
@@ -280,6 +309,7 @@ class Sandbox:
         """Start the pool's workers (idempotent, safe to await concurrently); ForgegitError if none can start."""
         if self._closed:
             raise ForgegitError("the sandbox is closed")
+        protect_host()
         if self._cond is None:
             self._cond = asyncio.Condition()
         if self._starting is None:
@@ -299,6 +329,9 @@ class Sandbox:
             self._idle.extend(r for r in results if isinstance(r, _Worker))
             self._live -= len(errors)
             self._cond.notify_all()
+        refused = [e for e in errors if isinstance(e, SandboxRefused)]
+        if refused:
+            raise refused[0]
         if len(errors) == self.size:
             raise ForgegitError(f"the sandbox could not start: {errors[0]}")
 
@@ -361,11 +394,19 @@ class Sandbox:
         try:
             await self.start()
             worker = await self._acquire()
+        except SandboxRefused as exc:
+            return ToolOutcome(False, str(exc), "refused")
         except ForgegitError as exc:
             return ToolOutcome(False, str(exc), "crash")
         t0 = time.monotonic()
         try:
-            reply = await asyncio.wait_for(worker.exchange(msg), self.limits.timeout)
+            reply = await asyncio.wait_for(self._watched(worker, msg), self.limits.timeout)
+        except _DiskFull:
+            self._retire(worker)
+            return ToolOutcome(
+                False, f"disk: {label} wrote more than {self.limits.disk_mb} MB to its temp dir and was stopped",
+                "disk", time.monotonic() - t0,
+            )
         except asyncio.TimeoutError:
             self._retire(worker)
             return ToolOutcome(
@@ -388,6 +429,24 @@ class Sandbox:
         ok = bool(reply.get("ok"))
         output = str(reply.get("output", ""))[: self.limits.max_output + 200]
         return ToolOutcome(ok, output, None if ok else str(reply.get("error") or "exception"), duration)
+
+    async def _watched(self, worker: _Worker, msg: dict[str, Any]) -> dict[str, Any]:
+        """worker.exchange(msg); where no tmpfs bounds the worker's temp dir, poll its size meanwhile."""
+        if worker.info.get("confinement", {}).get("disk_quota") == "tmpfs":
+            return await worker.exchange(msg)
+        call = asyncio.ensure_future(worker.exchange(msg))
+        limit = self.limits.disk_mb * 1024 * 1024
+        try:
+            while True:
+                done, _ = await asyncio.wait([call], timeout=DISK_POLL_S)
+                if done:
+                    return call.result()
+                if _disk_usage(worker.root, limit) > limit:
+                    raise _DiskFull()
+        finally:
+            if not call.done():
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
 
     async def _acquire(self) -> _Worker:
         """An idle worker; starts one if the pool is short, else waits for one."""
@@ -456,6 +515,8 @@ class Sandbox:
         """Start a worker; if preloading the functions kills it, retry without preloading."""
         try:
             return await self._start_worker(self._preload)
+        except SandboxRefused:
+            raise
         except ForgegitError:
             if not self._preload or not self.functions:
                 raise
@@ -467,11 +528,10 @@ class Sandbox:
         wid = _worker_id() if os.geteuid() == 0 and self._drop else None
         root, workdir, staging = _make_dirs(wid)
         cfg = {
-            "uid": wid, "gid": wid, "drop": wid is not None, "namespaces": self._namespaces,
-            "hide": [os.getcwd(), os.path.expanduser("~")],
+            "uid": wid, "namespaces": self._namespaces, "protected": self.protect, "host_pid": os.getpid(),
             "workdir": workdir, "staging": staging,
             "timeout": self.limits.timeout, "memory_mb": self.limits.memory_mb,
-            "max_output": self.limits.max_output, "max_processes": self.limits.max_processes,
+            "max_output": self.limits.max_output, "disk_mb": self.limits.disk_mb,
         }
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -486,8 +546,13 @@ class Sandbox:
             raise ForgegitError(f"cannot start a sandbox worker: {exc}") from exc
         worker = _Worker(proc, root, wid=wid)
         self._workers.add(worker)
+        _live_groups.add(proc.pid)
         try:
             await asyncio.wait_for(self._handshake(worker, preload), START_TIMEOUT + self.limits.timeout * len(self.functions))
+        except SandboxRefused:
+            self._workers.discard(worker)
+            await worker.stop()
+            raise
         except (asyncio.TimeoutError, _WorkerDied, ForgegitError) as exc:
             how = await worker.exit_description() if isinstance(exc, _WorkerDied) else "timed out starting"
             self._workers.discard(worker)
@@ -515,10 +580,12 @@ class Sandbox:
         if info.get("op") != "ready":
             raise _WorkerDied("the worker sent an unexpected message")
         worker.info = info
-        self.network_isolated = bool(info.get("network_isolated"))
-        self.pid_isolated = bool(info.get("pid_isolated"))
-        self.privileges_dropped = bool(info.get("privileges_dropped"))
-        self.isolation_notes = list(info.get("notes") or [])
+        report = info.get("confinement")
+        isolation = Isolation.from_report(report) if isinstance(report, dict) else unconfined("the worker sent no confinement report")
+        if not isolation.safe and not self.allow_unsafe:
+            raise SandboxRefused(isolation.refusal())
+        if self.isolation is None:
+            self.isolation, self.confinement = isolation, dict(report or {})
         self.import_errors = dict(info.get("import_errors") or {})
 
 

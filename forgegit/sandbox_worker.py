@@ -1,15 +1,13 @@
-"""Sandbox worker: isolates itself, then runs untrusted function code on request (stdlib only).
+"""Sandbox worker: confines itself (`confine.py`), then runs untrusted function code on request.
 
 Started by `forgegit.sandbox` as `python -s -B [-P] sandbox_worker.py CONFIG_JSON`; never imported by the host.
 Protocol: one JSON object per line on the worker's original stdin/stdout, which are moved to private
-fds at start-up; fds 1 and 2 then point at in-memory capture files, so user code printing (even from C
-or a subprocess) cannot corrupt the protocol.
+fds at start-up; fds 1 and 2 then point at in-memory capture files, so user code printing (even from C)
+cannot corrupt the protocol.
 
-Process layout: this process isolates itself (namespaces), then forks. The parent stays behind as a
-tiny supervisor that only waits (so `os.getppid()` in user code is never the host); the child drops
-privileges and sets limits. With a new PID namespace that child is the namespace's init: it forks once
-more and only reaps, while its child serves. When the init dies the kernel kills every process in the
-namespace; after each call the server kills whatever the code left behind (`kill(-1)`).
+One process, one call at a time: the worker confines itself before it receives the function files,
+and the seccomp filter refuses new processes, so nothing the code does outlives the worker. After
+each call it empties its work dir and restores its environment variables.
 """
 from __future__ import annotations
 
@@ -34,249 +32,12 @@ import traceback
 import types
 from typing import Any, BinaryIO, Optional
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-FILE_SIZE_LIMIT = 64 * 1024 * 1024  # bytes one file (and captured stdout/stderr) may reach
 PYTHON_FILE = "<python>"  # file name of code run by the `python` tool
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # State of the serving process.
 SOURCES: dict[str, bytes] = {}  # module name -> source
 IMPORT_ERRORS: dict[str, str] = {}  # module name -> why it cannot be imported
 STATE: dict[str, Any] = {}
-
-
-# ---------------------------------------------------------------- isolation (runs as the start-up user)
-
-
-def _unshare(flags: int) -> bool:
-    """unshare(2) through libc (Python 3.11 has no os.unshare); True when it worked."""
-    return flags == 0 or _libc.unshare(ctypes.c_int(flags)) == 0
-
-
-def _mount(src: Optional[str], target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
-    """mount(2) through libc; raises OSError on failure."""
-    def enc(s: Optional[str]) -> Optional[bytes]:
-        return s.encode() if s is not None else None
-
-    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def isolate(cfg: dict[str, Any]) -> int:
-    """Enter new namespaces, trying the strongest set first; returns the flags that worked."""
-    root = os.geteuid() == 0
-    full = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID
-    if not cfg.get("namespaces", True):
-        return 0
-    if root:
-        attempts = [full, CLONE_NEWNET | CLONE_NEWPID, CLONE_NEWNET, 0]
-    else:
-        user = CLONE_NEWUSER
-        attempts = [user | full, user | CLONE_NEWNET | CLONE_NEWPID, user | CLONE_NEWNET, 0]
-    uid, gid = os.getuid(), os.getgid()
-    for flags in attempts:
-        if _unshare(flags):
-            if flags & CLONE_NEWUSER:
-                try:  # keep our own uid/gid visible inside the user namespace
-                    _write("/proc/self/setgroups", "deny")
-                    _write("/proc/self/uid_map", f"{uid} {uid} 1")
-                    _write("/proc/self/gid_map", f"{gid} {gid} 1")
-                except OSError:
-                    pass
-            return flags
-    return 0
-
-
-def _traversable(path: str, uid: int, gid: int) -> Optional[str]:
-    """The first directory on path that uid/gid cannot enter, or None if all can be."""
-    parts = os.path.abspath(path).split("/")
-    for i in range(1, len(parts) + 1):
-        d = "/".join(parts[:i]) or "/"
-        try:
-            st = os.stat(d)
-        except OSError:
-            return None
-        if st.st_uid == uid:
-            ok = st.st_mode & 0o100
-        elif st.st_gid == gid:
-            ok = st.st_mode & 0o010
-        else:
-            ok = st.st_mode & 0o001
-        if not ok:
-            return d
-    return None
-
-
-def _under(path: str, top: str) -> bool:
-    """path is top or inside it."""
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def _python_paths() -> set[str]:
-    """Directories the worker's Python needs to stay visible (both as named and resolved)."""
-    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
-    paths |= {p for p in sys.path if p}
-    return {q for p in paths for q in (os.path.abspath(p), os.path.realpath(p)) if os.path.isdir(q)}
-
-
-def covers(cfg: dict[str, Any], uid: int, gid: int, dropping: bool) -> dict[str, list[str]]:
-    """{directory to cover with an empty tmpfs: the Python dirs inside it to keep visible}."""
-    needed = _python_paths()
-    private = [os.path.dirname(cfg["workdir"])]
-    tops: set[str] = set()
-    if dropping:  # dirs the worker user cannot enter (e.g. /root) but Python lives in
-        tops |= {b for p in needed if (b := _traversable(p, uid, gid)) and b != p and b != "/"}
-    for h in cfg.get("hide", []):  # the host's HOME and working dir (the repo, its answers)
-        h = os.path.realpath(h)
-        if os.path.isdir(h) and h != "/" and not any(_under(h, p) or _under(q, h) for p in needed for q in private):
-            tops.add(h)
-    tops = {t for t in tops if not any(t != u and _under(t, u) for u in tops)}
-    plan: dict[str, list[str]] = {}
-    for top in sorted(tops):
-        inside = [p for p in needed if p != top and _under(p, top)]
-        plan[top] = sorted(p for p in inside if not any(p != q and _under(p, q) for q in inside))
-    return plan
-
-
-def hide_dirs(cfg: dict[str, Any], uid: int, gid: int, dropping: bool) -> list[str]:
-    """In our private mount namespace, cover directories with an empty tmpfs, keeping the Python
-    installation inside them visible at the same path (bind-mounted aside, then moved back)."""
-    done: list[str] = []
-    for n, (top, keep) in enumerate(covers(cfg, uid, gid, dropping).items()):
-        staged = []
-        for i, p in enumerate(keep):
-            s = os.path.join(cfg["staging"], f"{n}-{i}")
-            os.mkdir(s)
-            _mount(p, s, None, MS_BIND | MS_REC)
-            staged.append((p, s))
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-        for p, s in staged:
-            os.makedirs(p, mode=0o755, exist_ok=True)
-            _mount(s, p, None, MS_MOVE)
-        done.append(f"hid {top}" + (f" (kept {', '.join(keep)})" if keep else ""))
-    return done
-
-
-def private_mounts(cfg: dict[str, Any], uid: int, gid: int, pid_ns: bool, dropping: bool) -> list[str]:
-    """Mounts only this worker sees: its own /proc; /root, the host's HOME and cwd hidden (best effort, noted)."""
-    notes: list[str] = []
-    try:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    except OSError as exc:
-        return [f"mounts left alone: {exc}"]
-    if pid_ns:
-        try:
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError as exc:
-            notes.append(f"/proc not remounted: {exc}")
-    try:
-        notes += hide_dirs(cfg, uid, gid, dropping)
-    except OSError as exc:
-        notes.append(f"directories not hidden: {exc}")
-    return notes
-
-
-def supervise(child: int, close_fds: list[int], reraise_codes: bool = False) -> None:
-    """A supervisor: hold no pipes, reap children until `child` ends, then end the way it did.
-
-    A PID namespace's init cannot kill itself with a signal, so it reports death by signal N as exit
-    code 128+N; the outer supervisor (reraise_codes) turns that back into the signal for the host.
-    """
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(1)
-        except InterruptedError:
-            continue
-        if pid == child:
-            break
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
-    if reraise_codes and code > 128 and code - 128 in signal.valid_signals():
-        sig = code - 128
-    if sig:
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    os._exit(code)
-
-
-def set_limits(cfg: dict[str, Any], dropping: bool) -> None:
-    """Resource limits for the serving process and everything it starts."""
-    mem = int(cfg["memory_mb"]) * 1024 * 1024
-    nproc = int(cfg["max_processes"])
-    if not dropping and os.geteuid() != 0:
-        nproc += _tasks_of(os.getuid())  # the limit counts all of this user's processes
-    for res, value in (
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT),
-        (resource.RLIMIT_NPROC, nproc),
-        (resource.RLIMIT_NOFILE, 1024),
-        (resource.RLIMIT_AS, mem),
-    ):
-        _lower_limit(res, value)
-
-
-def _lower_limit(res: int, value: int) -> None:
-    soft, hard = resource.getrlimit(res)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    try:
-        resource.setrlimit(res, (value, value))
-    except (ValueError, OSError):
-        pass
-
-
-def _tasks_of(uid: int) -> int:
-    """How many processes/threads uid owns now (what RLIMIT_NPROC counts)."""
-    n = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                st = os.stat(f"/proc/{pid}")
-                if st.st_uid == uid:
-                    n += len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                pass
-    return n
-
-
-def drop_privileges(uid: int, gid: int) -> None:
-    """Become the unprivileged worker user (root only); irreversible."""
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise RuntimeError("could not drop privileges")
-
-
-def after_drop(supervisor: int, pid_ns: bool) -> None:
-    """Die with the supervisor; never regain privileges through set-uid programs."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if not pid_ns and os.getppid() != supervisor:
-        os._exit(1)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 # ---------------------------------------------------------------- loading function files
@@ -568,16 +329,11 @@ def _in_child() -> None:
 
 
 def cleanup() -> None:
-    """After a call: kill processes the code left behind, empty the work dir, restore the process."""
+    """After a call: empty the work dir, restore the environment (and, unconfined, kill leftovers)."""
     signal.setitimer(signal.ITIMER_REAL, 0)
-    if STATE["pid_ns"]:
-        try:
-            os.kill(-1, signal.SIGKILL)  # everything in our namespace but us and its init
-        except OSError:
-            pass
-    else:
-        _kill_group_members()
-    _reap()
+    if not STATE["seccomp"]:
+        _kill_group_members()  # with seccomp the code cannot have started a process
+        _reap()
     os.chdir(STATE["workdir"])
     for entry in os.listdir(STATE["workdir"]):
         path = os.path.join(STATE["workdir"], entry)
@@ -593,10 +349,14 @@ def cleanup() -> None:
 
 
 def _kill_group_members() -> None:
-    """Without a PID namespace: kill other processes in our process group (not us, not the supervisor)."""
+    """Unconfined only: kill the other processes of our process group."""
     me, pgid = os.getpid(), os.getpgid(0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in (me, STATE["supervisor"]):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
@@ -686,45 +446,29 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
-    STATE["preloaded"] = set(sys.modules)
     proto_in, proto_out, out_fd, err_fd = _move_fds()
     STATE.update(proto_in=proto_in, proto_out=proto_out, out_fd=out_fd, err_fd=err_fd)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
     try:
-        info = start(cfg)
+        info = start(cfg, here)
     except BaseException as exc:  # noqa: BLE001
-        guard_child()
         send({"op": "fatal", "output": f"worker start-up failed: {describe(exc)}\n{traceback.format_exc()}"})
         os._exit(1)
     send({"op": "ready", **info})
     serve(os.fdopen(proto_in, "rb", buffering=1 << 16))
 
 
-def start(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Isolate, fork the supervisor, drop privileges, set limits, receive and import the functions."""
-    flags = isolate(cfg)
-    supervisor = os.getpid()
-    child = os.fork()
-    fds = [STATE["proto_in"], STATE["proto_out"], STATE["out_fd"], STATE["err_fd"]]
-    if child:
-        supervise(child, fds, reraise_codes=True)
-    pid_ns = bool(flags & CLONE_NEWPID)
-    dropping = os.geteuid() == 0 and bool(cfg.get("drop", True))
-    uid, gid = (int(cfg["uid"]), int(cfg["gid"])) if dropping else (os.getuid(), os.getgid())
-    notes: list[str] = []
-    if flags & CLONE_NEWNS:
-        notes += private_mounts(cfg, uid, gid, pid_ns, dropping)
-    set_limits(cfg, dropping)
-    if dropping:
-        drop_privileges(uid, gid)
-    after_drop(supervisor, pid_ns)
-    if pid_ns:  # stay behind as the namespace's init (it reaps orphans); serve from a normal process
-        server = os.fork()
-        if server:
-            supervise(server, fds)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def start(cfg: dict[str, Any], here: str) -> dict[str, Any]:
+    """Confine this process, then receive and import the function files."""
+    spec = importlib.util.spec_from_file_location("_forgegit_confine", os.path.join(here, "confine.py"))
+    assert spec is not None and spec.loader is not None
+    confine = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = confine
+    spec.loader.exec_module(confine)
+    report = confine.confine(cfg)
+    STATE["preloaded"] = set(sys.modules)
     STATE.update(
-        pid=os.getpid(), pid_ns=pid_ns, supervisor=supervisor, workdir=cfg["workdir"],
+        pid=os.getpid(), seccomp=bool(report.get("seccomp")), workdir=cfg["workdir"],
         timeout=float(cfg["timeout"]), max_output=int(cfg["max_output"]), memory_mb=int(cfg["memory_mb"]),
         environ=dict(os.environ), finder=FunctionFinder(),
     )
@@ -741,14 +485,7 @@ def start(cfg: dict[str, Any]) -> dict[str, Any]:
     if request.get("preload", True):
         preload()
     _flush()
-    return {
-        "network_isolated": bool(flags & CLONE_NEWNET),
-        "pid_isolated": pid_ns,
-        "privileges_dropped": dropping,
-        "uid": os.getuid(),
-        "import_errors": {f"{k}.py": v for k, v in IMPORT_ERRORS.items()},
-        "notes": notes,
-    }
+    return {"confinement": report, "import_errors": {f"{k}.py": v for k, v in IMPORT_ERRORS.items()}}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""Run a command the way forgegit runs on users' machines, from a root test process.
+
+    python tests/as_user.py MODE -- COMMAND...
+
+MODE is one of
+- `user`: an unprivileged uid (setpriv), user namespaces allowed (ubuntu-22.04 runners, laptops);
+- `user-no-userns`: the same, with user namespaces refused by a seccomp filter on unshare/clone
+  (CLONE_NEWUSER), as AppArmor refuses them on ubuntu-24.04 (`ubuntu-latest`) and Docker's default
+  seccomp profile does in container jobs;
+- `root`: the command as it is (CI's own case);
+- `container`: root without namespaces or mounts, as in a container job under Docker's default
+  seccomp profile (no CAP_SYS_ADMIN): unshare, setns and mount are refused.
+
+The unprivileged uid comes from FORGEGIT_TEST_UID (default 65534). CI's Python may live where that
+uid cannot enter (pyenv under /root): in a private mount namespace of this command only, such a
+directory is covered by a tmpfs with the Python installation mounted back at the same path, which is
+what the sandbox itself does for its workers (`forgegit/confine.py`). Nothing on the host changes.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = ("root", "user", "user-no-userns", "container")
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def block_user_namespaces() -> None:
+    """Refuse new user namespaces to this process and all it starts (what ubuntu-24.04 does)."""
+    import pyseccomp as seccomp
+
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in ("unshare", "clone"):
+        flt.add_rule(seccomp.ERRNO(errno.EPERM), name, seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # flags in memory: make callers fall back to clone
+    flt.load()
+
+
+def block_namespaces_and_mounts() -> None:
+    """Refuse every namespace and mount to this process and all it starts (a container job's root)."""
+    import pyseccomp as seccomp
+
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in ("unshare", "setns", "mount", "umount2", "fsopen", "open_tree"):
+        flt.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    flt.load()
+
+
+def reach_python_as(uid: int) -> None:
+    """In a new mount namespace, make this Python installation reachable by uid (see the docstring)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "forgegit"))
+    import confine  # forgegit/confine.py, by path: the same code the workers use
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    confine._mount(None, "/", None, confine.MS_REC | confine.MS_PRIVATE)
+    staging = os.path.join("/tmp", f"forgegit-as-user-{os.getpid()}")
+    os.makedirs(staging, exist_ok=True)
+    confine.reach_python(confine.python_paths([]), staging, uid, uid)
+
+
+def main(argv: list[str]) -> None:
+    mode, sep, command = argv[0], argv[1], argv[2:]
+    assert mode in MODES and sep == "--" and command, __doc__
+    if mode == "root":
+        os.execvp(command[0], command)
+    if mode == "container":
+        block_namespaces_and_mounts()
+        os.execvp(command[0], command)
+    uid = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
+    if os.geteuid() == 0:
+        reach_python_as(uid)
+    if mode == "user-no-userns":
+        block_user_namespaces()  # sets no-new-privileges as libseccomp requires; setpriv works under it
+    if os.geteuid() == 0:
+        command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--", *command]
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
