@@ -42,6 +42,8 @@ class Settings:
     tool_timeout: float = field(default=10.0, metadata={"doc": "Seconds one function call may run in the sandbox."})
     memory_mb: int = field(default=512, metadata={"doc": "Memory limit of a sandbox worker, in MiB."})
     max_output: int = field(default=20000, metadata={"doc": "Most characters of a tool result kept (the rest is cut)."})
+    disk_mb: int = field(default=64, metadata={"doc": "Most MiB a sandbox worker may write to its private temp dir."})
+    sandbox: str = field(default="strict", metadata={"doc": "strict: run function code only when the sandbox is secrets-safe; unsafe: run it anyway (--unsafe-sandbox)."})
     cache: bool = field(default=True, metadata={"doc": "Reuse recorded evaluations and cached model responses (--no-cache turns it off)."})
     epochs: int = field(default=5, metadata={"doc": "Most training epochs."})
     patience: int = field(default=2, metadata={"doc": "Stop after this many epochs in a row without improvement."})
@@ -105,7 +107,8 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> Settings:
 
 def validate(s: Settings, where: str = "settings") -> None:
     """Range checks that apply however a value was set."""
-    positive = {"max_turns": s.max_turns, "concurrency": s.concurrency, "memory_mb": s.memory_mb, "max_output": s.max_output}
+    positive = {"max_turns": s.max_turns, "concurrency": s.concurrency, "memory_mb": s.memory_mb, "max_output": s.max_output,
+                "disk_mb": s.disk_mb}
     for name, v in positive.items():
         if v < 1:
             raise ConfigError(f"{where}: {name} must be at least 1, got {v}")
@@ -113,6 +116,8 @@ def validate(s: Settings, where: str = "settings") -> None:
         raise ConfigError(f"{where}: tool_timeout must be positive, got {s.tool_timeout}")
     if s.epochs < 0 or s.patience < 1 or s.max_actions < 1:
         raise ConfigError(f"{where}: epochs must be >= 0, patience and max_actions >= 1")
+    if s.sandbox not in ("strict", "unsafe"):
+        raise ConfigError(f"{where}: sandbox must be strict or unsafe, got {s.sandbox!r}")
     if s.gate not in ("mcnemar", "bootstrap", "delta"):
         raise ConfigError(f"{where}: gate must be mcnemar, bootstrap or delta, got {s.gate!r}")
     if not 0 < s.alpha < 1:

@@ -18,6 +18,7 @@ from .errors import ForgegitError
 from .functions import load_specs
 from .llm import LLM
 from .records import EvalResult, TaskResult, Usage
+from .isolation import Isolation
 from .sandbox import Limits, Sandbox
 from .tasks import Task, TaskSet
 
@@ -73,6 +74,10 @@ def _failure(t: Trajectory, passed: bool) -> Optional[str]:
     return "wrong_answer" if (t.answer or "").strip() else "no_answer"
 
 
+def sandbox_limits(s: Settings) -> Limits:
+    return Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output, disk_mb=s.disk_mb)
+
+
 @dataclass
 class Evaluator:
     """Evaluates revisions of one repository with one set of settings (shares the model client)."""
@@ -81,6 +86,8 @@ class Evaluator:
     settings: Settings
     llm: LLM
     progress: Optional[Progress] = None
+    on_isolation: Optional[Callable[[Isolation], None]] = None  # told once, when function code first runs
+    isolation: Optional[Isolation] = None  # the level the sandbox reached (None until code ran)
     _fresh: dict[str, EvalResult] = field(default_factory=dict, repr=False)  # this run's own results
 
     def recorded(self, commit: str, tasks: TaskSet, key: Optional[str] = None) -> Optional[EvalResult]:
@@ -122,11 +129,17 @@ class Evaluator:
         checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
         tdir = trajectories_dir(self.repo, key)
-        limits = Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output)
+        limits = sandbox_limits(s)
         sem = asyncio.Semaphore(s.concurrency)
         results: dict[str, TaskResult] = {}
         usage = Usage()
-        async with Sandbox(files, limits, workers=max(1, min(s.concurrency, 4))) as sandbox:
+        sandbox = Sandbox(files, limits, workers=max(1, min(s.concurrency, 4)), allow_unsafe=s.sandbox == "unsafe",
+                          protect=[str(self.repo)])
+        async with sandbox:
+            if self.isolation is None and sandbox.isolation is not None:
+                self.isolation = sandbox.isolation
+                if self.on_isolation:
+                    self.on_isolation(sandbox.isolation)
             toolbox = Toolbox(specs, sandbox, python_tool=s.python_tool)
             schemas = toolbox.schemas()
 

@@ -589,6 +589,18 @@ class Sandbox:
         self.import_errors = dict(info.get("import_errors") or {})
 
 
+async def probe(limits: Optional[Limits] = None, *, allow_unsafe: bool = False, protect: Sequence[str] = ()) -> Isolation:
+    """The isolation level a worker reaches on this machine (one worker, no function code).
+    Raises SandboxRefused below secrets-safe unless allow_unsafe."""
+    sandbox = Sandbox({}, limits, workers=1, allow_unsafe=allow_unsafe, protect=protect)
+    try:
+        await sandbox.start()
+    finally:
+        await sandbox.close()
+    assert sandbox.isolation is not None
+    return sandbox.isolation
+
+
 async def check_imports(files: dict[str, bytes], limits: Optional[Limits] = None) -> dict[str, str]:
     """Import each function file in a fresh sandboxed worker; {file name: error} for the bad ones."""
     errors: dict[str, str] = {}

@@ -9,7 +9,9 @@ MODE is one of
   seccomp profile does in container jobs;
 - `root`: the command as it is (CI's own case);
 - `container`: root without namespaces or mounts, as in a container job under Docker's default
-  seccomp profile (no CAP_SYS_ADMIN): unshare, setns and mount are refused.
+  seccomp profile (no CAP_SYS_ADMIN): unshare, setns and mount are refused;
+- `no-landlock`: the current user on a kernel without Landlock (before 5.13, or not in lsm=): the
+  Landlock system calls fail with ENOSYS. Here forgegit must refuse to run function code.
 
 The unprivileged uid comes from FORGEGIT_TEST_UID (default 65534). CI's Python may live where that
 uid cannot enter (pyenv under /root): in a private mount namespace of this command only, such a
@@ -24,7 +26,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("root", "user", "user-no-userns", "container")
+MODES = ("root", "user", "user-no-userns", "container", "no-landlock")
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -50,6 +52,16 @@ def block_namespaces_and_mounts() -> None:
     flt.load()
 
 
+def hide_landlock() -> None:
+    """Make this kernel look as if it had no Landlock (to this process and all it starts)."""
+    import pyseccomp as seccomp
+
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    for name in ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"):
+        flt.add_rule(seccomp.ERRNO(errno.ENOSYS), name)
+    flt.load()
+
+
 def reach_python_as(uid: int) -> None:
     """In a new mount namespace, make this Python installation reachable by uid (see the docstring)."""
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "forgegit"))
@@ -64,13 +76,23 @@ def reach_python_as(uid: int) -> None:
     confine.reach_python(confine.python_paths([]), staging, uid, uid)
 
 
+def shared_dir(prefix: str) -> str:
+    """A fresh directory every uid can enter (pytest's own temp root is private to root: a test that
+    used it would see attacks fail on permissions instead of on the sandbox). The caller removes it."""
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(path, 0o755)
+    return path
+
+
 def main(argv: list[str]) -> None:
     mode, sep, command = argv[0], argv[1], argv[2:]
     assert mode in MODES and sep == "--" and command, __doc__
     if mode == "root":
         os.execvp(command[0], command)
-    if mode == "container":
-        block_namespaces_and_mounts()
+    if mode in ("container", "no-landlock"):
+        block_namespaces_and_mounts() if mode == "container" else hide_landlock()
         os.execvp(command[0], command)
     uid = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
     if os.geteuid() == 0:

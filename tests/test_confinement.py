@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from as_user import shared_dir
 
 HERE = Path(__file__).resolve().parent
 IS_ROOT = os.geteuid() == 0
@@ -71,8 +74,7 @@ def chown_tree(path: Path, uid: int) -> None:
 @pytest.fixture(scope="module", params=MODES)
 def attacked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     mode: str = request.param
-    base = tmp_path_factory.mktemp(f"confine-{mode}")
-    base.chmod(0o755)
+    base = Path(shared_dir(f"forgegit-confine-{mode}-"))
     p = lay_out(base)
     home, repo = p["home"], p["repo"]
     tcp = socket.socket()
@@ -133,6 +135,7 @@ def attacked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     yield {"mode": mode, "out": out, "targets": targets, "connections": connections, "home": home}
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def outcome(attacked: dict[str, Any], name: str) -> str:
@@ -223,7 +226,8 @@ def test_the_memory_limit_bounds_all_threads_together(attacked: dict[str, Any]) 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_workers_die_with_forgegit(mode: str, tmp_path: Path) -> None:
+def test_workers_die_with_forgegit(mode: str) -> None:
+    tmp_path = Path(shared_dir("forgegit-hold-"))
     if mode.startswith("user"):
         chown_tree(tmp_path, UID)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TMPDIR": str(tmp_path)}
@@ -241,4 +245,5 @@ def test_workers_die_with_forgegit(mode: str, tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    shutil.rmtree(tmp_path, ignore_errors=True)
     assert not Path(f"/proc/{worker}").exists(), "a worker outlived the forgegit that started it"

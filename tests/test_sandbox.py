@@ -134,7 +134,7 @@ import subprocess, sys
 print('{"id": 1, "ok": true, "output": "forged"}')
 os.write(1, b'{"id": 2, "ok": true}\\n')
 sys.__stdout__.write('{"id": 3}\\n')
-subprocess.run(['echo', '{"id": 4}'])
+os.write(2, b'{"id": 4}\\n')
 return 'real'
 """
 
@@ -143,8 +143,8 @@ return 'real'
 
     for out in run(with_sandbox(fn("chatty", body), use)):
         assert out.ok and out.output.startswith("real")
-        for i in range(1, 5):
-            assert f'{{"id": {i}' in out.output
+        for i in range(1, 4):
+            assert f'{{"id": {i}' in out.output  # shown as the call's output (stderr only on failure)
 
 
 def test_run_python_shows_printed_output_and_the_final_expression() -> None:
@@ -210,37 +210,25 @@ return 'wrote 200 MB'
     assert out.error == "exception" and "File too large" in out.output and "fill.py line" in out.output
 
 
-def test_a_fork_bomb_hits_the_process_limit_and_its_processes_are_killed() -> None:
-    # Each child sleeps, so they pile up until RLIMIT_NPROC refuses; some try to escape with setsid().
+def test_a_function_cannot_start_a_process_so_a_fork_bomb_is_inert() -> None:
     body = """
-import time
-made = 0
-for _ in range(2000):
+import subprocess
+errors = []
+for attempt in (os.fork, lambda: subprocess.run(['true']), lambda: os.posix_spawn('/bin/true', ['true'], {})):
     try:
-        pid = os.fork()
+        attempt()
+        errors.append('started')
     except OSError as exc:
-        return f'{made} {exc.__class__.__name__} {os.getcwd()}'
-    if pid == 0:
-        if made % 2:
-            os.setsid()
-        time.sleep(120)
-        os._exit(0)
-    made += 1
-return f'{made} unlimited {os.getcwd()}'
+        errors.append(exc.__class__.__name__)
+return errors
 """
     files = {**fn("bomb", body), "digit_sum.py": DIGIT_SUM}
 
-    async def use(sb: Sandbox) -> tuple[ToolOutcome, ToolOutcome, list[int]]:
-        bomb = await sb.call("bomb", {})
-        workdir = bomb.output.split()[-1]
-        marker = os.path.dirname(workdir)
-        cleaned = await asyncio.to_thread(eventually, lambda: len(worker_processes(marker)) <= 3)
-        assert cleaned, "fork bomb processes were not killed after the call"
-        return bomb, await sb.call("digit_sum", {"n": 99}), worker_processes(marker)
+    async def use(sb: Sandbox) -> tuple[ToolOutcome, ToolOutcome]:
+        return await sb.call("bomb", {}), await sb.call("digit_sum", {"n": 99})
 
-    bomb, after, _ = run(with_sandbox(files, use, limits=Limits(timeout=20, max_processes=40)))
-    made, kind = bomb.output.split()[:2]
-    assert kind == "BlockingIOError" and int(made) <= 40
+    bomb, after = run(with_sandbox(files, use))
+    assert bomb.ok and "started" not in bomb.output and "PermissionError" in bomb.output, bomb.output
     assert after.ok and after.output == "18"
 
 
@@ -369,7 +357,6 @@ def test_code_runs_in_its_own_temp_dir_which_is_removed_afterwards() -> None:
     assert not os.path.exists(cwd)
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="privileges are only dropped when the host runs as root")
 def test_code_cannot_write_outside_its_dir_or_read_the_hosts_files(tmp_path: Path) -> None:
     secret = Path(os.environ["HOME"]) / ".git-credentials"
     secret.write_text("https://user:token@example.com\n")
@@ -390,7 +377,7 @@ return [os.getuid(), results]
 """
     out = call(fn("probe", body), "probe", {"tmp": str(tmp_path), "secret": str(secret)})
     uid, results = __import__("json").loads(out.output)
-    assert uid in WORKER_IDS
+    assert uid in WORKER_IDS or not IS_ROOT
     assert results["write_tmp_path"] == "PermissionError" and not (tmp_path / "evil.txt").exists()
     assert results["write_root"] in ("PermissionError", "FileNotFoundError", "OSError")
     assert results["read_home"] in ("PermissionError", "FileNotFoundError")
@@ -418,13 +405,8 @@ return seen
 """
         paths = [str(repo / "answers.jsonl"), str(home / ".git-credentials")]
 
-        async def use(sb: Sandbox) -> tuple[bool, ToolOutcome]:
-            return any(n.startswith("hid ") for n in sb.isolation_notes), await sb.call("peek", {"paths": paths})
-
-        hidden, out = run(with_sandbox(fn("peek", body), use))
-        if not hidden:
-            pytest.skip("no mount namespace: the host's directories are only protected by permissions")
-        assert out.ok and "secret" not in out.output
+        out = call(fn("peek", body), "peek", {"paths": paths})
+        assert out.ok and "secret" not in out.output and "PermissionError" in out.output
     finally:
         for d in (repo, home):
             for p in d.iterdir():
@@ -432,7 +414,7 @@ return seen
             d.rmdir()
 
 
-def test_network_connections_to_the_host_fail_when_isolated() -> None:
+def test_network_connections_to_the_host_fail() -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -447,13 +429,8 @@ except OSError as exc:
     return 'blocked: ' + exc.__class__.__name__
 """
 
-    async def use(sb: Sandbox) -> tuple[bool, ToolOutcome]:
-        return sb.network_isolated, await sb.call("net", {"port": port})
-
     try:
-        isolated, out = run(with_sandbox(fn("net", body), use))
-        if not isolated:
-            pytest.skip("this kernel does not let the sandbox create a network namespace")
+        out = call(fn("net", body), "net", {"port": port})
         assert out.ok and out.output.startswith("blocked")
         with pytest.raises(BlockingIOError):
             server.accept()
@@ -461,24 +438,21 @@ except OSError as exc:
         server.close()
 
 
-def test_module_level_code_runs_only_in_the_worker() -> None:
+def test_module_level_code_runs_only_in_the_worker_and_confined() -> None:
     shared = Path(tempfile.mkdtemp())
     shared.chmod(0o777)
-    source = f"import os\nopen({str(shared)!r} + '/pwned-%d' % os.getuid(), 'w').write('x')\n\ndef pwn():\n    return 'ok'\n".encode()
+    source = (f"import os\nIMPORTED_BY = os.getpid()\nopen({str(shared)!r} + '/pwned', 'w').write('x')\n\n"
+              "def pwn():\n    return IMPORTED_BY\n").encode()
     try:
-        sb = Sandbox({"pwn.py": source})
+        Sandbox({"pwn.py": source})
         assert not list(shared.iterdir())  # constructing the sandbox runs nothing
         out = run(with_sandbox({"pwn.py": source}, lambda s: s.call("pwn", {})))
-        assert out.ok and "pwn" not in sys.modules
-        markers = list(shared.iterdir())
-        assert markers
-        if IS_ROOT:  # written by the worker users, not by us
-            assert all(m.stat().st_uid in WORKER_IDS for m in markers)
-        del sb
-        for m in markers:
-            m.unlink()
-        assert run(check_imports({"pwn.py": source})) == {}
-        assert "pwn" not in sys.modules and list(shared.iterdir())
+        assert out.error == "exception" and "PermissionError" in out.output and "pwn.py line 3" in out.output
+        assert "pwn" not in sys.modules and not list(shared.iterdir())
+        assert "PermissionError" in run(check_imports({"pwn.py": source}))["pwn.py"]
+        quiet = source.replace(b"open(", b"str(").replace(b", 'w').write('x')", b")")
+        out = run(with_sandbox({"pwn.py": quiet}, lambda s: s.call("pwn", {})))
+        assert out.ok and int(out.output) != os.getpid()
     finally:
         for p in shared.iterdir():
             p.unlink()
@@ -547,37 +521,32 @@ def test_calling_after_close_is_an_error_outcome_not_an_exception() -> None:
 
 
 
-def test_without_namespaces_or_privilege_drop_the_basics_still_hold() -> None:
-    """What a non-root host without user namespaces gets: limits, crashes and clean-up still work."""
+def test_without_namespaces_or_own_uid_the_sandbox_is_still_secrets_safe() -> None:
+    """What a non-root host without user namespaces gets: Landlock and seccomp alone; limits still hold."""
     files = {
         **fn("spin", "while True:\n    pass"),
         **fn("leave", "os._exit(3)"),
         **fn("kill_parent", "import signal\nos.kill(os.getppid(), signal.SIGKILL)\nreturn os.getcwd()"),
-        **fn("spawn", "import time\nif os.fork() == 0:\n    time.sleep(120)\n    os._exit(0)\nreturn os.getcwd()"),
         **fn("huge", "return len(bytearray(10**10))"),
+        **fn("fill", "for i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * (1 << 20))\nreturn 'filled'"),
         "digit_sum.py": DIGIT_SUM,
     }
 
-    async def use() -> tuple[Sandbox, dict[str, ToolOutcome], list[int]]:
-        sb = Sandbox(files, Limits(timeout=1), workers=1)
+    async def use() -> tuple[Sandbox, dict[str, ToolOutcome]]:
+        sb = Sandbox(files, Limits(timeout=2, disk_mb=16), workers=1)
         sb._drop = sb._namespaces = False
         async with sb:
-            out = {n: await sb.call(n, {}) for n in ("spin", "leave", "spawn", "huge")}
-            marker = os.path.dirname(out["spawn"].output)
-            await asyncio.to_thread(eventually, lambda: len(worker_processes(marker)) <= 2)
-            left = worker_processes(marker)
-            out["kill_parent"] = await sb.call("kill_parent", {})
-            if out["kill_parent"].ok:  # it replied before dying: wait until the worker is gone
-                killed = os.path.dirname(out["kill_parent"].output)
-                await asyncio.to_thread(eventually, lambda: not worker_processes(killed))
+            out = {n: await sb.call(n, {}) for n in ("spin", "leave", "kill_parent", "huge", "fill")}
             out["after"] = await sb.call("digit_sum", {"n": 31})
-        return sb, out, left
+        return sb, out
 
-    sb, out, left = run(use())
-    assert not sb.network_isolated and not sb.pid_isolated and not sb.privileges_dropped
+    sb, out = run(use())
+    assert sb.isolation is not None and sb.isolation.safe, sb.isolation
+    assert "namespace" not in sb.isolation.summary() and "own uid" not in sb.isolation.summary()
+    assert sb.confinement["disk_quota"] == "watched"
     assert out["spin"].error == "timeout"
     assert out["leave"].error == "crash" and "exited with code 3" in out["leave"].output
-    assert out["kill_parent"].error in (None, "crash")  # it hit its supervisor (the worker dies), never the host
-    assert len(left) <= 2  # the forked child was killed after the call
+    assert out["kill_parent"].error == "exception" and "PermissionError" in out["kill_parent"].output
     assert out["huge"].error == "memory"
+    assert out["fill"].error == "disk" and "16 MB" in out["fill"].output
     assert out["after"].ok and out["after"].output == "4"

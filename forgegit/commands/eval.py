@@ -11,9 +11,11 @@ import click
 from .. import evalstore, git
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown
+from ..isolation import Isolation
 from ..records import EvalResult, Usage
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
+from ._sandbox import announce_sandbox
 
 
 class ProgressLine:
@@ -92,7 +94,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
             shard: Optional[str], out_path: Optional[str], merge_files: tuple[str, ...]) -> None:
     """Evaluate the functions at REV (default HEAD, read from git) on a task set."""
     path = tasks_path or ws.settings.tasks
-    reused = False
+    reused, isolation = False, None
     if merge_files:
         result = _merge(ws, rev, path, merge_files)
     else:
@@ -103,12 +105,13 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
             except ValueError:
                 raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
             tasks = tasks.shard(k, n)
-        result, reused = asyncio.run(_evaluate(ws, rev, tasks, progress=is_terminal() and not as_json))
+        result, reused, isolation = asyncio.run(_evaluate(ws, rev, tasks, is_terminal() and not as_json, as_json))
     if out_path:
         Path(out_path).write_text(json.dumps(result.to_json(), indent=1))
     if as_json:
         data = result.to_json()
         data["reused"] = reused
+        data["sandbox"] = isolation.to_json() if isolation else None  # None: no function code ran
         if by_field:
             data["by"] = {v: {"passed": p, "total": t} for v, p, t in breakdown(result, by_field)}
         click.echo(json.dumps(data))
@@ -121,10 +124,13 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
             click.echo(f"  {value:<30} {p:>4}/{t:<4} {p / t:.3f}")
 
 
-async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool) -> tuple[EvalResult, bool]:
+async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool,
+                    as_json: bool) -> tuple[EvalResult, bool, Optional[Isolation]]:
     llm = ws.llm()
     try:
-        ev = Evaluator(ws.root, ws.settings, llm, progress=ProgressLine() if progress else None)
-        return await ev.evaluate_or_reuse(rev, tasks)
+        ev = Evaluator(ws.root, ws.settings, llm, progress=ProgressLine() if progress else None,
+                       on_isolation=None if as_json else announce_sandbox)
+        result, reused = await ev.evaluate_or_reuse(rev, tasks)
+        return result, reused, ev.isolation
     finally:
         await llm.aclose()

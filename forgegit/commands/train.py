@@ -13,6 +13,7 @@ from ..records import RunRecord
 from ..trainer import Trainer, TrainLock, Worktree, new_run_id
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
+from ._sandbox import announce_sandbox
 from .eval import ProgressLine
 
 
@@ -92,7 +93,8 @@ async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Op
     echo = click.echo
     agent_llm = ws.llm()
     optimizer_llm = ws.llm(ws.settings.effective_optimizer_model)
-    evaluator = Evaluator(ws.root, ws.settings, agent_llm, progress=ProgressLine() if is_terminal() else None)
+    evaluator = Evaluator(ws.root, ws.settings, agent_llm, progress=ProgressLine() if is_terminal() else None,
+                          on_isolation=announce_sandbox)
     trainer = Trainer(ws, tasks, val, test, evaluator, optimizer_llm, echo=echo)
     try:
         with TrainLock(ws.root, run_id, echo):
