@@ -55,6 +55,10 @@ def install(pid: int) -> int:
     rules = 0
     try:
         flt = seccomp.SyscallFilter(seccomp.ALLOW)
+        try:  # a binary tree of system call numbers instead of a list: fewer BPF steps per call
+            flt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+        except OSError:
+            pass  # libseccomp before 2.5: the list works too
         for name in REFUSED:
             rules += _add(flt, deny, name)
         # clone: only threads. (arg0 & CLONE_THREAD) == 0 means a new process.
