@@ -433,3 +433,46 @@ def test_run_scripts_parse(tmp_path: Path) -> None:
                 script.write_text(s["run"])
                 proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
                 assert proc.returncode == 0, f"{path.name}: {s.get('name')}: {proc.stderr}"
+
+
+STUB_SUDO = '''#!/usr/bin/env bash
+printf '%s\\n' "$*" >> {log!r}
+while [ "${{1#-}}" != "$1" ]; do shift; done  # drop -n, --preserve-env
+exec "$@"
+'''
+STUB_ID = '''#!/usr/bin/env bash
+case "$1" in -u|-g) echo 1001 ;; *) exec /usr/bin/id "$@" ;; esac
+'''
+
+
+def _as_runner_user_with_sudo(runner: Runner) -> Path:
+    """Make the simulated runner a non-root user (uid 1001) with passwordless sudo, as GitHub-hosted runners are."""
+    log = runner.tmp / "sudo-calls.txt"
+    runner._stub("sudo", STUB_SUDO.format(log=str(log)))
+    runner._stub("id", STUB_ID)
+    return log
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="the root sandbox is for Linux runners")
+def test_on_a_hosted_runner_training_runs_as_root_and_the_checkout_is_given_back(runner: Runner) -> None:
+    """sandbox: auto with passwordless sudo: `forgegit train` runs through sudo with the step's environment
+    (so every sandbox worker gets its own uid and namespaces), and the checkout is chowned back after."""
+    log = _as_runner_user_with_sudo(runner)
+    runner.run({"api-key": "sk-secret-key"})
+    sudo_calls = log.read_text().splitlines()
+    assert sudo_calls[0] == "-n true"
+    assert sudo_calls[1].startswith("-n --preserve-env env PATH=") and sudo_calls[1].endswith("forgegit train")
+    assert runner.call("train")["env"]["OPENAI_API_KEY"] == "sk-secret-key"  # preserved through sudo
+    assert sudo_calls[2] == f"-n chown -R 1001:1001 {runner.workspace}"
+    assert "GITHUB_TOKEN" not in runner.call("train")["env"]
+    assert not any("forgegit pr" in c for c in sudo_calls)  # the pull request step never runs as root
+
+
+def test_sandbox_runner_or_unsafe_never_uses_sudo(runner: Runner) -> None:
+    """sandbox: runner keeps forgegit the runner's user; sandbox: unsafe passes --unsafe-sandbox, also without sudo."""
+    log = _as_runner_user_with_sudo(runner)
+    runner.run({"sandbox": "runner"})
+    assert not log.exists() and runner.call("train")["argv"] == ["train"]
+    runner.log.unlink()
+    runner.run({"sandbox": "unsafe"})
+    assert not log.exists() and runner.call("train")["argv"] == ["train", "--unsafe-sandbox"]
