@@ -75,6 +75,31 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
+def _enter(flags: int, uid: int, gid: int) -> bool:
+    """unshare(flags) and, for a user namespace, keep our own uid/gid inside it; True when all worked."""
+    if not _unshare(flags):
+        return False
+    if flags & CLONE_NEWUSER:
+        try:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        except OSError:
+            return False
+        return os.getuid() == uid and os.getgid() == gid
+    return True
+
+
+def _works_in_child(flags: int, uid: int, gid: int) -> bool:
+    """Try flags in a throw-away child first: a user namespace that is made and then crippled (as
+    ubuntu-24.04's AppArmor may do) cannot be left again, so the worker must not enter it."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _enter(flags, uid, gid) else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def enter_namespaces(root: bool, allowed: bool) -> int:
     """The strongest set of new namespaces the kernel grants (0 when none)."""
     if not allowed:
@@ -83,16 +108,10 @@ def enter_namespaces(root: bool, allowed: bool) -> int:
         CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET, CLONE_NEWUSER | CLONE_NEWNET]
     uid, gid = os.getuid(), os.getgid()
     for flags in attempts:
-        if not _unshare(flags):
+        if flags & CLONE_NEWUSER and not _works_in_child(flags, uid, gid):
             continue
-        if flags & CLONE_NEWUSER:
-            try:  # keep our own uid/gid inside the user namespace
-                _write("/proc/self/setgroups", "deny")
-                _write("/proc/self/uid_map", f"{uid} {uid} 1")
-                _write("/proc/self/gid_map", f"{gid} {gid} 1")
-            except OSError:
-                pass  # ubuntu-24.04's AppArmor may let the namespace be made and then deny everything in it
-        return flags
+        if _enter(flags, uid, gid):
+            return flags
     return 0
 
 

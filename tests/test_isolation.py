@@ -86,3 +86,27 @@ def test_unsafe_sandbox_runs_anyway_and_says_so(tmp_path: Path) -> None:
     proc = _eval(_repo(tmp_path), "no-landlock", "--unsafe-sandbox")
     assert proc.returncode == 0, proc.stderr
     assert "sandbox: WARNING, running function code unsafely as asked: unsafe" in proc.stderr
+
+
+PEEK = """
+import os, subprocess, sys
+from forgegit.isolation import protect_host
+if sys.argv[1] == "protect":
+    assert protect_host()
+child = subprocess.run([sys.executable, "-c", f"print(open('/proc/{os.getpid()}/environ').read())"],
+                       capture_output=True, text=True)
+print("READ" if "sk-host-secret" in child.stdout else "DENIED")
+"""
+
+
+def test_another_process_of_the_same_user_cannot_read_forgegits_environment() -> None:
+    """protect_host() makes forgegit non-dumpable: even outside the sandbox, a same-uid process cannot
+    read its /proc/<pid>/environ (the control run, unprotected, shows the read would work)."""
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OPENAI_API_KEY": "sk-host-secret"}
+    seen = {}
+    for how in ("protect", "control"):
+        proc = subprocess.run([sys.executable, str(HERE / "as_user.py"), "user", "--", sys.executable, "-c", PEEK, how],
+                              env=env, cwd="/", capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        seen[how] = proc.stdout.strip()
+    assert seen == {"protect": "DENIED", "control": "READ"}
