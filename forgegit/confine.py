@@ -57,7 +57,7 @@ def load_sibling(name: str) -> ModuleType:
 
 
 def _unshare(flags: int) -> bool:
-    return _libc.unshare(ctypes.c_int(flags)) == 0
+    return int(_libc.unshare(ctypes.c_int(flags))) == 0
 
 
 def _mount(src: Optional[str], target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
@@ -232,14 +232,14 @@ def confine(cfg: dict[str, Any]) -> dict[str, Any]:
     problems: list[str] = report["problems"]
     root = os.geteuid() == 0
     landlock, syscall_filter = load_sibling("landlock"), load_sibling("syscall_filter")
-    try:
-        import pyseccomp  # noqa: F401 - imported now: it runs `ldconfig` at import, which Landlock would stop
+    try:  # imported now: it runs `ldconfig` at import, which Landlock would stop
+        import pyseccomp  # type: ignore[import-untyped]  # noqa: F401
     except (ImportError, OSError) as exc:
         problems.append(f"seccomp: the pyseccomp binding or libseccomp is missing ({exc})")
     workdir, staging = cfg["workdir"], cfg["staging"]
     python = python_paths(cfg.get("protected", []))
-    wid = cfg.get("uid")
-    dropping = root and wid is not None
+    wid = int(cfg["uid"]) if root and cfg.get("uid") is not None else -1
+    dropping = wid >= 0
 
     flags = enter_namespaces(root, bool(cfg.get("namespaces", True)))
     report["user_namespace"] = bool(flags & CLONE_NEWUSER)
@@ -252,15 +252,15 @@ def confine(cfg: dict[str, Any]) -> dict[str, Any]:
             _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0700,size={int(cfg['disk_mb'])}m{owner}")
             report["disk_quota"] = "tmpfs"
             if dropping:
-                report["covered"] = reach_python(python, staging, int(wid), int(wid))
+                report["covered"] = reach_python(python, staging, wid, wid)
         except OSError as exc:
             problems.append(f"mounts: {exc}")
     set_limits(cfg)
 
     drop_bounding_set()
     report["own_uid"] = False
-    if dropping and not any(traversable(p, int(wid), int(wid)) for p in python):
-        become(int(wid), int(wid))  # also empties every capability set
+    if dropping and not any(traversable(p, wid, wid) for p in python):
+        become(wid, wid)  # also empties every capability set
         report["own_uid"] = True
     elif dropping:  # stay uid 0, without capabilities: the work dir must then be root's
         os.chown(workdir, 0, 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
-import ctypes
 import importlib.abc
 import importlib.util
 import inspect
@@ -22,7 +21,6 @@ import io
 import json
 import linecache
 import os
-import resource
 import shutil
 import signal
 import sys

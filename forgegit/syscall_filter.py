@@ -48,7 +48,7 @@ class SeccompUnavailable(OSError):
 def install(pid: int) -> int:
     """Load the filter into the calling thread (and its future threads) for good; how many rules it holds."""
     try:
-        import pyseccomp as seccomp
+        import pyseccomp as seccomp  # type: ignore[import-untyped]
     except (ImportError, OSError) as exc:  # pyseccomp raises OSError-like errors when libseccomp.so.2 is absent
         raise SeccompUnavailable(f"libseccomp is not installed (install libseccomp2): {exc}") from exc
     deny = seccomp.ERRNO(errno.EPERM)
