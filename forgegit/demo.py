@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from . import git
 from .scripted import HTTPError, Reply, last_user_message, text, tool_calls, tool_names, tool_results
 
 AGENT_MODEL = "scripted-agent"
@@ -136,7 +137,7 @@ def make_repo(path: Path) -> Path:
         'checker = "numeric"\nepochs = 5\npatience = 2\nmax_actions = 3\ngate = "mcnemar"\nalpha = 0.1\n'
         'python_tool = false\nconcurrency = 4\n')
     def env_run(*a: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["git", *a], cwd=path, check=True, capture_output=True)
+        return subprocess.run(git.command(a), cwd=path, check=True, capture_output=True)
 
     env_run("init", "-q", "-b", "main")
     env_run("-c", "user.name=forgegit demo", "-c", "user.email=demo@forgegit.invalid", "add", "-A")

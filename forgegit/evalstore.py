@@ -68,7 +68,7 @@ def all_notes(repo: Path) -> dict[str, dict[str, Any]]:
         return {}
     pairs = list(zip(listing[0::2], listing[1::2]))
     proc = subprocess.run(
-        ["git", "cat-file", "--batch"], cwd=repo, input=("\n".join(b for b, _ in pairs) + "\n").encode(),
+        git.command(["cat-file", "--batch"]), cwd=repo, input=("\n".join(b for b, _ in pairs) + "\n").encode(),
         capture_output=True, env=git.clean_env(),
     )
     out, pos, notes = proc.stdout, 0, {}

@@ -33,6 +33,18 @@ _KEEP_GIT_VARS = {
 }
 
 
+# Every git command forgegit runs has hooks off: function code that managed to write .git/hooks (or a
+# repository configured with core.hooksPath) must not get a hook run by the trainer, with the API key
+# in its environment. `--no-verify` alone skips only pre-commit and commit-msg, never post-commit.
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
+SYMLINK_MODE = 0o120000
+
+
+def command(args: Sequence[str]) -> list[str]:
+    """The argv of `git ARGS` with hooks disabled."""
+    return ["git", *NO_HOOKS, *args]
+
+
 def run(
     args: Sequence[str],
     cwd: str | os.PathLike[str],
@@ -41,9 +53,9 @@ def run(
     check: bool = True,
     env: Optional[dict[str, str]] = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `git ARGS` in cwd; on failure raise GitError with git's own message."""
+    """Run `git ARGS` in cwd (hooks disabled); on failure raise GitError with git's own message."""
     proc = subprocess.run(
-        ["git", *args], cwd=cwd, input=input, capture_output=True, text=True,
+        command(args), cwd=cwd, input=input, capture_output=True, text=True,
         env=clean_env(env), encoding="utf-8", errors="replace",
     )
     if check and proc.returncode != 0:
@@ -97,8 +109,15 @@ def functions_tree(repo: str | os.PathLike[str], rev: str) -> str:
     return proc.stdout.strip() or EMPTY_TREE
 
 
+class SymlinkError(ForgegitError):
+    """functions/ (or a file in it) is a symbolic link in git."""
+
+
 def read_functions(repo: str | os.PathLike[str], rev: str) -> dict[str, bytes]:
-    """`functions/*.py` at rev as {file name: bytes}, read from git (the working tree is not touched)."""
+    """`functions/*.py` at rev as {file name: bytes}, read from git (the working tree is not touched).
+
+    A symbolic link in functions/ (or functions/ itself as one) is refused: a link would let a function
+    file stand for any file of the checkout, e.g. .git/config or the sealed test split."""
     with gitpython.Repo(repo) as r:
         try:
             tree = r.commit(rev).tree
@@ -108,11 +127,17 @@ def read_functions(repo: str | os.PathLike[str], rev: str) -> dict[str, bytes]:
             sub = tree / FUNCTIONS_DIR
         except KeyError:
             return {}
-        return {
-            b.name: b.data_stream.read()
-            for b in sub.blobs
-            if b.name.endswith(".py") and b.mode != 0o120000  # symlinks are never functions
-        }
+        short = str(rev)[:12]
+        if sub.type != "tree":
+            if sub.mode == SYMLINK_MODE:
+                raise SymlinkError(f"{FUNCTIONS_DIR} is a symbolic link at {short}: forgegit only loads "
+                                   f"regular files from a real {FUNCTIONS_DIR}/ directory")
+            raise ForgegitError(f"{FUNCTIONS_DIR} is not a directory at {short}")
+        links = sorted(b.name for b in sub.blobs if b.mode == SYMLINK_MODE)
+        if links:
+            raise SymlinkError(f"{FUNCTIONS_DIR}/{links[0]} is a symbolic link at {short}: forgegit only loads "
+                               f"regular files from {FUNCTIONS_DIR}/ (replace it with the file itself)")
+        return {b.name: b.data_stream.read() for b in sub.blobs if b.name.endswith(".py")}
 
 
 def branch_exists(repo: str | os.PathLike[str], branch: str) -> bool:
