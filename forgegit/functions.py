@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from . import import_time
 from .errors import ForgegitError
 
 MAX_NAME_LENGTH = 64  # OpenAI's limit on a tool name
+MAX_FILE_BYTES = 64 * 1024  # one function file (its docstring goes into every agent request)
+MAX_TOTAL_BYTES = 512 * 1024  # all of functions/ together
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CODING_RE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 _UTF8_NAMES = {"utf-8", "utf8", "utf_8", "utf-8-sig", "utf_8_sig"}
@@ -69,6 +72,32 @@ class UnsupportedType(ForgegitError):
 # --------------------------------------------------------------------------- names
 
 
+# Files that tools find and run on their own: a function file by such a name would run outside the sandbox.
+_RUN_BY_TOOLS = {
+    "conftest": "pytest imports every conftest.py it finds, outside any sandbox",
+    "sitecustomize": "Python imports sitecustomize.py at start-up when it is on the path",
+    "usercustomize": "Python imports usercustomize.py at start-up when it is on the path",
+    "setup": "packaging tools run setup.py",
+    "noxfile": "nox runs noxfile.py",
+    "__main__": "`python -m` and `python <directory>` run __main__.py",
+    "__init__": "__init__.py makes functions/ a package that runs on import",
+}
+PYTHON_TOOL = "python"  # the agent's built-in tool (see agent.py)
+
+
+def reserved_name_reason(name: str) -> Optional[str]:
+    """Why name is reserved (a file tools run on their own, or the agent's built-in tool), else None."""
+    lower = name.lower()
+    file = f"functions/{name}.py"
+    if lower in _RUN_BY_TOOLS:
+        return f"{file} would run on its own: {_RUN_BY_TOOLS[lower]}"
+    if lower.startswith("test_") or lower.endswith("_test"):
+        return f"{file} would run on its own: pytest collects and runs test_*.py and *_test.py files"
+    if lower == PYTHON_TOOL:
+        return f"{file} would shadow the agent's built-in `{PYTHON_TOOL}` tool"
+    return None
+
+
 def validate_name(name: str) -> Optional[str]:
     """None if `name` is safe as a function (and file) name, else why not."""
     if not isinstance(name, str) or not name:
@@ -81,6 +110,9 @@ def validate_name(name: str) -> Optional[str]:
         return "the name must be ASCII letters, digits and underscores, not starting with a digit"
     if keyword.iskeyword(name):
         return f"`{name}` is a Python keyword"
+    reserved = reserved_name_reason(name)
+    if reserved:
+        return reserved
     if name.startswith("_"):
         return "the name starts with an underscore (that makes it private)"
     if name in sys.stdlib_module_names:
@@ -291,93 +323,6 @@ def _parse_args(lines: list[str]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- check rules
 
-_CONSTANT_NODES = (
-    ast.Constant, ast.Name, ast.Attribute, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
-    ast.BoolOp, ast.Compare, ast.Subscript, ast.Slice, ast.Starred, ast.IfExp, ast.JoinedStr, ast.FormattedValue,
-    ast.expr_context, ast.operator, ast.unaryop, ast.boolop, ast.cmpop,
-)
-_ALLOWED = "only imports, def/class, constants and a docstring may sit there"
-
-
-def _is_constant(node: Optional[ast.expr]) -> bool:
-    """True for a literal/constant expression (no calls, lambdas or comprehensions)."""
-    return node is None or all(isinstance(n, _CONSTANT_NODES) for n in ast.walk(node))
-
-
-def _is_name_target(node: ast.expr) -> bool:
-    if isinstance(node, ast.Name):
-        return True
-    return isinstance(node, (ast.Tuple, ast.List)) and all(_is_name_target(e) for e in node.elts)
-
-
-def _is_main_guard(stmt: ast.If) -> bool:
-    """`if __name__ == "__main__":` (its body never runs on import)."""
-    t = stmt.test
-    return (
-        isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
-        and isinstance(t.left, ast.Name) and t.left.id == "__name__"
-        and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value == "__main__"
-    )
-
-
-def _top_level_problems(body: list[ast.stmt], path: str, *, in_class: bool = False) -> list[Problem]:
-    """Statements that would run code on import (in the module or in a class body)."""
-    problems: list[Problem] = []
-    for stmt in body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            problems += _definition_problems(stmt, path)
-            continue
-        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
-            continue
-        if isinstance(stmt, ast.ClassDef):
-            problems += _definition_problems(stmt, path)
-            problems += _top_level_problems(stmt.body, path, in_class=True)
-            continue
-        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-            continue  # a docstring, a string or `...`: nothing runs
-        if isinstance(stmt, ast.Assign) and all(_is_name_target(t) for t in stmt.targets):
-            if _is_constant(stmt.value):
-                continue
-            problems.append(Problem(path, stmt.lineno, f"`{_unparse(stmt)}` is not a constant (no calls): it would run on import"))
-            continue
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            if _is_constant(stmt.value):
-                continue
-            problems.append(Problem(path, stmt.lineno, f"`{_unparse(stmt)}` is not a constant (no calls): it would run on import"))
-            continue
-        if isinstance(stmt, ast.If) and not in_class and _is_main_guard(stmt):
-            problems += _top_level_problems(stmt.orelse, path)  # its body never runs on import; `else:` does
-            continue
-        if isinstance(stmt, ast.If) and not in_class and _is_constant(stmt.test):
-            problems += _top_level_problems(stmt.body + stmt.orelse, path)  # `if TYPE_CHECKING:`, version checks
-            continue
-        if isinstance(stmt, ast.Try) and not in_class and all(_is_constant(h.type) for h in stmt.handlers):
-            bodies = [stmt.body, *(h.body for h in stmt.handlers), stmt.orelse, stmt.finalbody]
-            problems += _top_level_problems([s for b in bodies for s in b], path)  # `try: import x` ...
-            continue
-        where = "in a class body" if in_class else "at the top level"
-        code = _unparse(stmt).splitlines()[0]
-        problems.append(Problem(path, stmt.lineno, f"code {where} would run on import: `{code}` ({_ALLOWED})"))
-    return problems
-
-
-def _definition_problems(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, path: str) -> list[Problem]:
-    """Decorators, annotations, defaults and class bases are evaluated by `def`/`class`: no calls there."""
-    parts: list[tuple[str, ast.expr]] = [("decorator", d) for d in stmt.decorator_list]
-    if isinstance(stmt, ast.ClassDef):
-        parts += [("base class", b) for b in stmt.bases] + [("class keyword", k.value) for k in stmt.keywords]
-    else:
-        a = stmt.args
-        every = a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]
-        parts += [("annotation", x.annotation) for x in every if x.annotation is not None]
-        parts += [("return annotation", stmt.returns)] if stmt.returns is not None else []
-        parts += [("default", d) for d in a.defaults + [d for d in a.kw_defaults if d is not None]]
-    return [
-        Problem(path, node.lineno, f"{what} `{_unparse(node)}` of {stmt.name} would run code on import (no calls)")
-        for what, node in parts if not _is_constant(node)
-    ]
-
-
 def _public_functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
     return [
         s for s in tree.body
@@ -525,8 +470,35 @@ def _signature_problems(fn: ast.FunctionDef, path: str, bound: Optional[set[str]
     return problems
 
 
+def size_problem(path: str, size: int) -> Optional[Problem]:
+    """The problem of a function file of size bytes when it is over MAX_FILE_BYTES, else None."""
+    if size <= MAX_FILE_BYTES:
+        return None
+    return Problem(path, 1, f"{path} is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} bytes "
+                            f"({MAX_FILE_BYTES // 1024} KiB) for one function file")
+
+
+def total_size_problem(sizes: dict[str, int]) -> Optional[Problem]:
+    """The problem when the files {path: size} together are over MAX_TOTAL_BYTES (on the file that crosses it)."""
+    total = 0
+    for path, size in sizes.items():
+        total += size
+        if total > MAX_TOTAL_BYTES:
+            whole = sum(sizes.values())
+            return Problem(path, 1, f"the function files total {whole:,} bytes with {path}, over the limit of "
+                                    f"{MAX_TOTAL_BYTES:,} bytes ({MAX_TOTAL_BYTES // 1024} KiB) for all of them")
+    return None
+
+
+def _size(source: bytes | str) -> int:
+    return len(source) if isinstance(source, bytes) else len(source.encode("utf-8", "surrogatepass"))
+
+
 def _decode(path: str, source: bytes | str) -> tuple[Optional[str], list[Problem]]:
     """The source as text, or the problem that prevents reading it as UTF-8 Python."""
+    too_big = size_problem(path, _size(source))
+    if too_big:
+        return None, [too_big]  # not even parsed
     if isinstance(source, str):
         text = source[1:] if source.startswith("\ufeff") else source
     else:
@@ -587,7 +559,7 @@ def _tree_problems(tree: ast.Module, path: str, name: str) -> list[Problem]:
     reason = validate_name(name)
     if reason:
         problems.append(Problem(path, 1, f"`{name}` cannot be a function name: {reason}"))
-    problems += _top_level_problems(tree.body, path)
+    problems += [Problem(path, line, message) for line, message in import_time.problems(tree)]
     shape, fn = _shape_problems(tree, path, name)
     problems += shape
     if fn is not None:
@@ -612,9 +584,12 @@ def expand_paths(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+SYMLINK_MESSAGE = "a symbolic link: forgegit only loads regular files from functions/ (replace it with the file itself)"
+
+
 def _read(path: str) -> tuple[Optional[bytes], Optional[Problem]]:
     if os.path.islink(path):
-        return None, Problem(path, 1, "a symbolic link: forgegit only loads regular files from functions/")
+        return None, Problem(path, 1, f"{path} is {SYMLINK_MESSAGE}")
     if not os.path.lexists(path):
         return None, Problem(path, 1, "no such file")
     if os.path.isdir(path):
@@ -624,19 +599,31 @@ def _read(path: str) -> tuple[Optional[bytes], Optional[Problem]]:
     if not path.endswith(".py"):
         return None, Problem(path, 1, "function files must be named <name>.py")
     try:
-        with open(path, "rb") as f:
-            return f.read(), None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a symlink swapped in since: refused
+        with os.fdopen(fd, "rb") as f:
+            too_big = size_problem(path, os.fstat(f.fileno()).st_size)
+            if too_big:
+                return None, too_big  # not read into memory
+            return f.read(MAX_FILE_BYTES + 1), None
     except OSError as exc:
         return None, Problem(path, 1, f"cannot read the file: {exc.strerror or exc}")
 
 
 def check_paths(paths: list[str]) -> list[Problem]:
-    """check_source for every file of paths (directories mean their *.py files), plus unreadable paths."""
+    """check_source for every file of paths (directories mean their *.py files), plus unreadable paths,
+    symbolic links and the total size of the files."""
     problems: list[Problem] = []
+    sizes: dict[str, int] = {}
+    for p in paths:
+        if os.path.isdir(p) and os.path.islink(p):
+            problems.append(Problem(p, 1, f"{p} is {SYMLINK_MESSAGE}"))
     for path in expand_paths(paths):
         data, problem = _read(path)
+        if data is not None:
+            sizes[path] = len(data)
         problems += [problem] if problem else check_source(path, data or b"")
-    return problems
+    total = total_size_problem(sizes)
+    return problems + ([total] if total else [])
 
 
 # --------------------------------------------------------------------------- specs
@@ -679,8 +666,12 @@ def load_specs(files: dict[str, bytes], root: str = "functions") -> tuple[list[F
     """Specs of the good files of {file name: bytes} (sorted by name) and the problems of the bad ones."""
     specs: list[FunctionSpec] = []
     problems: list[Problem] = []
+    paths = {f: f"{root.rstrip('/')}/{f}" if root else f for f in sorted(files)}
+    total = total_size_problem({paths[f]: len(files[f]) for f in paths})
+    if total:
+        problems.append(total)
     for file_name in sorted(files):
-        path = f"{root.rstrip('/')}/{file_name}" if root else file_name
+        path = paths[file_name]
         if not file_name.endswith(".py"):
             problems.append(Problem(path, 1, "function files must be named <name>.py"))
             continue

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ast
 import keyword
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from import_time_cases import CASES as IMPORT_TIME_CASES
+from import_time_cases import source as import_time_source
 
 from forgegit.errors import ForgegitError
 from forgegit.functions import (
@@ -271,9 +276,11 @@ def test_allowed_top_level_statements_pass() -> None:
         """Module docstring."""
         from __future__ import annotations
 
+        import dataclasses
+        import functools
         import math
         import sys
-        from typing import TYPE_CHECKING, Literal, Optional
+        from typing import TYPE_CHECKING, Callable, Literal, NamedTuple, Optional
 
         if TYPE_CHECKING:
             from collections.abc import Iterable
@@ -290,9 +297,13 @@ def test_allowed_top_level_statements_pass() -> None:
         LIMIT: int = 10
         NEG, POS = -1, +1
         UNITS = {"m": 1.0, "km": 1e3}
-        NAMES = ("a", "b") + ("c",)
-        PI2 = math.pi * 2
-        GREETING = f"hello {LIMIT}"
+        NAMES = ("a", "b", "c")
+        PI = math.pi
+        DAY = 24 * 60 * 60
+        INT_MAX = 2 ** 31 - 1
+        MASK = ~0xFF & 0xFFFF
+        _FUNCS = {math.floor: "floor", math.ceil: "ceil"}
+        _ALIASES = [PI, (DAY, math.tau)]
         """A stray string does nothing."""
 
 
@@ -300,8 +311,45 @@ def test_allowed_top_level_statements_pass() -> None:
             """A point."""
             x: int = 0
             y = 1
+            unit: Optional[str] = None
             def norm(self) -> float:
                 return math.hypot(self.x, self.y)
+            @property
+            def size(self) -> float:
+                return self.norm()
+            @size.setter
+            def size(self, value: float) -> None:
+                self.x = int(value)
+            @staticmethod
+            def origin() -> "_Point":
+                return _Point()
+            @classmethod
+            def parse(cls, text: str = "0,0", sep: str = ",") -> "_Point":
+                return cls()
+
+
+        class _Error(ValueError):
+            pass
+
+
+        class _Stricter(_Error):
+            code = 2
+
+
+        @dataclasses.dataclass(frozen=True)
+        class _Pair:
+            a: int = 0
+            b: list[int] | None = None
+
+
+        class _Row(NamedTuple):
+            name: str
+            value: float = 0.0
+
+
+        @functools.lru_cache(maxsize=None)
+        def _cached(n: int, table: dict[str, Callable[[int], int]] = {}) -> int:
+            return n
 
 
         def _helper(x):
@@ -375,7 +423,7 @@ def test_function_file_error_carries_every_problem() -> None:
         ("class", "keyword"),
         ("None", "keyword"),
         ("_private", "underscore"),
-        ("__init__", "underscore"),
+        ("__init__", "makes functions/ a package"),
         ("os", "standard-library module `os`"),
     ],
 )
@@ -565,7 +613,7 @@ def test_schema_accepts_null_exactly_when_the_hint_is_optional(typ: Typ) -> None
 
 
 @pytest.mark.parametrize("source,line,needle", [
-    ('"""m"""\nimport functools\n\n\n@functools.lru_cache(maxsize=None)\ndef _h(x):\n    return x\n', 5, "decorator `functools.lru_cache(maxsize=None)` of _h"),
+    ('"""m"""\nimport functools\n\n\n@functools.lru_cache(maxsize=print("boo"))\ndef _h(x):\n    return x\n', 5, "decorator `functools.lru_cache(maxsize=print('boo'))` of _h"),
     ('"""m"""\n\n\ndef _h(x=print("boo")):\n    return x\n', 4, "default `print('boo')` of _h"),
     ('"""m"""\n\n\ndef _h(x: print("boo")) -> int:\n    return 1\n', 4, "annotation `print('boo')` of _h"),
     ('"""m"""\n\n\nclass _C(type("B", (), {})):\n    pass\n', 4, "base class"),
@@ -575,3 +623,102 @@ def test_calls_in_decorators_annotations_defaults_and_bases_are_rejected(source:
     public = '\n\ndef f(x: int) -> int:\n    """Echo.\n\n    Args:\n        x: A number.\n    """\n    return x\n'
     problems = check_source("f.py", source + public)
     assert any(p.line == line and needle in p.message for p in problems), problems
+
+
+# --------------------------------------------------------------------------- import time: an allow-list
+
+@pytest.mark.parametrize(("name", "code", "fragment", "trigger", "runs"), IMPORT_TIME_CASES,
+                         ids=[c[0] for c in IMPORT_TIME_CASES])
+def test_check_refuses_code_that_would_run_when_the_file_is_imported(
+    name: str, code: str, fragment: str, trigger: str, runs: bool,
+) -> None:
+    """A private decorator, a metaclass, `__init_subclass__`, `__class_getitem__`, an f-string of an object,
+    a class property and the rest: each is a problem of `forgegit check`, pointing at the construct."""
+    problems = check_source(f"functions/{name}.py", import_time_source(name, code))
+    assert any(fragment in p.message for p in problems), lines(problems)
+
+
+@pytest.mark.parametrize(("name", "code", "fragment", "trigger", "runs"),
+                         [c for c in IMPORT_TIME_CASES if c[4]], ids=[c[0] for c in IMPORT_TIME_CASES if c[4]])
+def test_each_refused_construct_really_runs_code_on_import(
+    tmp_path: Path, name: str, code: str, fragment: str, trigger: str, runs: bool,
+) -> None:
+    """The cases above are not hypothetical: importing the file (as another file of the set would) runs its code."""
+    (tmp_path / f"{name}.py").write_text(import_time_source(name, code))
+    mark = tmp_path / "ran"
+    env = {**os.environ, "FORGEGIT_MARK": str(mark), "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run([sys.executable, "-W", "ignore", "-c", trigger or f"import {name}"], cwd=tmp_path, env=env,
+                   capture_output=True, timeout=60)
+    assert mark.exists(), f"{name}: the construct did not run on import"
+
+
+@pytest.mark.parametrize("code", [
+    "import functools\n\n\n@functools.cache\ndef _h(n: int) -> int:\n    return n\n",
+    "from functools import lru_cache\n\n\n@lru_cache(128)\ndef _h(n: int) -> int:\n    return n\n",
+    "from dataclasses import dataclass\n\n\n@dataclass\nclass _P:\n    x: int = 0\n",
+    "import abc\n\n\nclass _Base(abc.ABC):\n    @abc.abstractmethod\n    def run(self) -> None:\n        pass\n",
+    "from typing import TypedDict\n\n\nclass _Opts(TypedDict):\n    depth: int\n",
+    "from typing import Protocol\n\n\nclass _Reader(Protocol):\n    def read(self) -> str:\n        ...\n",
+    "import typing\n\n\n@typing.overload\ndef _h(x: int) -> int:\n    ...\n",
+    'import ast\nimport operator\n\n_OPS = {ast.Add: operator.add, ast.Sub: operator.sub}\n',
+    "try:\n    import numpy as np\nexcept (ImportError, OSError):\n    np = None\n",
+    "import sys\n\nif sys.version_info >= (3, 11):\n    import tomllib\nelse:\n    tomllib = None\n",
+    'import sys\n\nif sys.platform == "win32":\n    SEP = "\\\\"\nelse:\n    SEP = "/"\n',
+    "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from collections.abc import Iterator\n",
+    "class _K:\n    class _Inner(Exception):\n        pass\n    LIMIT = 3\n",
+    '__all__ = ["f"]\n__version__ = "1.0"\n',
+])
+def test_check_accepts_the_usual_top_level_forms(code: str) -> None:
+    """The allow-list still takes what tool code ordinarily holds at the top."""
+    assert check_source("functions/f.py", code + '\n\ndef f(x: int) -> int:\n    """Echo."""\n    return x\n') == []
+
+
+@pytest.mark.parametrize(("code", "fragment"), [
+    ("import functools\n\n\n@functools.wraps(print)\ndef _h():\n    pass\n", "not an allowed decorator"),
+    ("import functools\n\n\n@functools.cache(1)\ndef _h():\n    pass\n", "takes no arguments here"),
+    ("import functools as dataclasses\n\n\n@dataclasses.dataclass\nclass _C:\n    pass\n", "not an allowed decorator"),
+    ("from x import *\n\n\nclass _C:\n    @property\n    def p(self):\n        return 1\n", "not an allowed decorator"),
+    ("class _C(dict, total=False):\n    pass\n", "class keyword `total=False`"),
+    ("class _C(_Later):\n    pass\n\n\nclass _Later:\n    pass\n", "base class `_Later` of _C"),
+    ("import typing\n\n\nclass _C(typing.Generic[int]):\n    pass\n", "base class"),
+    ("class _C:\n    import os\n", "code in a class body would run on import: `import os`"),
+    ("__builtins__ = {}\n", "the file assigns `__builtins__`"),
+    ("from os import path as __path__\n", "the file imports `__path__`"),
+    ("X = -True.real\n", "applies an operator"),
+    ("X = (1).bit_length\n", "reads an attribute of an expression"),
+    ("__name__ = 'x'\nif __name__ == '__main__':\n    pass\n", "code at the top level would run on import: `if __name__"),
+])
+def test_check_refuses_forms_outside_the_allow_list(code: str, fragment: str) -> None:
+    problems = check_source("functions/f.py", code + '\n\ndef f(x: int) -> int:\n    """Echo."""\n    return x\n')
+    assert any(fragment in p.message for p in problems), lines(problems)
+
+
+# --------------------------------------------------------------------------- names tools run on their own
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("conftest", "pytest imports every conftest.py"),
+    ("test_pwn", "pytest collects and runs test_*.py"),
+    ("Test_Pwn", "pytest collects and runs test_*.py"),
+    ("pwn_test", "pytest collects and runs test_*.py and *_test.py"),
+    ("sitecustomize", "Python imports sitecustomize.py at start-up"),
+    ("usercustomize", "Python imports usercustomize.py at start-up"),
+    ("setup", "packaging tools run setup.py"),
+    ("noxfile", "nox runs noxfile.py"),
+    ("__main__", "run __main__.py"),
+    ("__init__", "makes functions/ a package"),
+    ("python", "shadow the agent's built-in `python` tool"),
+])
+def test_check_refuses_a_function_file_that_a_tool_would_run_on_its_own(tmp_path: Path, name: str, fragment: str) -> None:
+    """`pytest` at the repository root ran functions/test_pwn.py; a function named python hid the python tool."""
+    d = tmp_path / "functions"
+    d.mkdir()
+    (d / f"{name}.py").write_text(f'def {name}(x: int) -> int:\n    """Echo."""\n    return x\n')
+    problems = check_paths([str(d)])
+    assert any(fragment in p.message and f"functions/{name}.py" in p.message for p in problems), lines(problems)
+    assert validate_name(name) is not None and fragment in (validate_name(name) or "")
+
+
+@pytest.mark.parametrize("name", ["testing", "contest", "latest", "tester", "pythonic", "setup_tax", "attest"])
+def test_names_that_only_look_like_tool_files_are_fine(name: str) -> None:
+    assert validate_name(name) is None
