@@ -73,7 +73,8 @@ def reach_python_as(uid: int) -> None:
     confine._mount(None, "/", None, confine.MS_REC | confine.MS_PRIVATE)
     staging = os.path.join("/tmp", f"forgegit-as-user-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
-    confine.reach_python(confine.python_paths([]), staging, uid, uid)
+    project = os.path.dirname(HERE)  # the checkout under test: its tests and (editable) forgegit package
+    confine.reach_python([*confine.python_paths([]), project], staging, uid, uid)
 
 
 def shared_dir(prefix: str) -> str:
