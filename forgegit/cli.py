@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import ForgegitError
+from .workflow_commands import safe_text
 
 COMMANDS = {
     "init": "Scaffold forgegit.toml, functions/ and an example task file.",
@@ -66,7 +67,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
         return cli.main(args=argv, prog_name="forgegit", standalone_mode=False)
     except ForgegitError as exc:
         _annotate(exc)
-        click.echo(f"forgegit: error: {exc}", err=True)
+        click.echo(f"forgegit: error: {safe_text(exc)}", err=True)  # one line, no workflow command
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("forgegit: aborted", err=True)

@@ -7,6 +7,7 @@ from typing import Optional
 
 from .errors import ForgegitError
 from .records import ActionRecord, Comparison, EpochRecord, RunRecord, Usage
+from .workflow_commands import safe_text
 
 MARKER_PREFIX = "<!-- forgegit:run="
 FLIPS_OPEN_LIMIT = 5  # more flips than this are collapsed in <details>
@@ -361,7 +362,9 @@ def totals_line(run: RunRecord) -> str:
 
 
 def _plain_actions(e: EpochRecord) -> str:
-    parts = [f"{_ACTION_SIGNS.get(a.kind, '?')}{a.name}{'' if a.accepted else '(rejected)'}" for a in e.actions]
+    """The epoch's actions for a terminal: a rejected name is the optimizer's raw text, so it is defused."""
+    parts = [f"{_ACTION_SIGNS.get(a.kind, '?')}{safe_text(a.name, 64)}{'' if a.accepted else '(rejected)'}"
+             for a in e.actions]
     return " ".join(parts) or "-"
 
 

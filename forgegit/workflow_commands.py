@@ -4,11 +4,48 @@ See https://docs.github.com/actions/using-workflows/workflow-commands-for-github
 """
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from typing import IO, Iterator, Optional
 
 LEVELS = ("error", "warning", "notice")
+
+_ZWSP = "\u200b"  # splits `::` and `##[` without changing what a reader sees
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": " "}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_LEADING_COMMAND = re.compile(r"^(\s*):(?=:)")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group(0)
+    if c in _NAMED:
+        return _NAMED[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def _defuse_line(line: str) -> str:
+    line = _LEADING_COMMAND.sub(lambda m: m.group(1) + ":" + _ZWSP, line)  # `::error ...` at a line start
+    return line.replace("##[", "#" + _ZWSP + "#[")  # the runner's older `##[command]` form, anywhere
+
+
+def safe_text(value: object, limit: Optional[int] = None) -> str:
+    """Text from the optimizer, the model or function output, safe to print in a GitHub Actions log.
+
+    It becomes one line (CR, LF and other control characters, Unicode line separators and bidi
+    controls are shown as escapes such as `\\n`), and it cannot be read as a workflow command:
+    a leading `::` and any `##[` are split with a zero-width space. So `::error ...`,
+    `::stop-commands::...` or `::add-mask::...` from an LLM never reach the runner as commands.
+    With limit, the text is cut to that many characters (with `…`)."""
+    text = _UNSAFE.sub(_escape_char, str(value))
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return _defuse_line(text)
+
+
+def safe_lines(text: str) -> str:
+    """Multi-line text (a markdown body, a table) with each line defused like safe_text, the newlines kept."""
+    return "\n".join(safe_text(line) for line in str(text).replace("\r\n", "\n").split("\n"))
 
 
 def escape_data(s: str) -> str:

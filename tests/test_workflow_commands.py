@@ -5,7 +5,9 @@ import io
 
 import pytest
 
-from forgegit.workflow_commands import annotation, command, escape_data, escape_property, group
+from forgegit.workflow_commands import (
+    annotation, command, escape_data, escape_property, group, safe_lines, safe_text,
+)
 
 
 def test_escape_data_escapes_percent_cr_and_lf_only() -> None:
@@ -66,3 +68,52 @@ def test_group_defaults_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     with group("Evaluate"):
         print("x")
     assert capsys.readouterr().out == "::group::Evaluate\nx\n::endgroup::\n"
+
+
+# --------------------------------------------------------------------------- text from the model
+
+
+def printed_lines(text: str) -> list[str]:
+    """How the Actions runner splits output into lines (CR, LF and CRLF end a line)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def is_command(line: str) -> bool:
+    """What the runner would act on: `::name ...::` after leading whitespace, or the older `##[name]` anywhere."""
+    return line.lstrip().startswith("::") or "##[" in line
+
+
+@pytest.mark.parametrize("text", [
+    "x\n::error file=functions/a.py,line=1::forged",
+    "x\r::stop-commands::tok\r\n::error::after stop",
+    "::add-mask::hide-the-real-error",
+    "   ::warning::indented",
+    "\t::notice::tabbed",
+    "name\u2028::error::unicode line separator",
+    "name\x85::error::next line",
+    "progress ##[error]old style command",
+    "::",
+])
+def test_model_text_cannot_print_a_workflow_command(text: str) -> None:
+    """A rejected action's name with a newline once printed a forged `::error` and `::stop-commands::`."""
+    safe = safe_text(text)
+    assert len(printed_lines(safe)) == 1
+    assert not any(is_command(line) for line in printed_lines(f"  rejected add {safe}: reason"))
+    assert not is_command(safe)
+
+
+def test_safe_text_shows_what_was_there() -> None:
+    """The text stays readable: newlines and escapes are shown as escapes, nothing is dropped silently."""
+    assert safe_text("a\nb\r\nc") == "a\\nb\\r\\nc"
+    assert safe_text("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"  # no terminal escape sequences either
+    assert safe_text("rtl\u202eevil") == "rtl\\u202eevil"
+    assert safe_text("plain: text, 100% ok") == "plain: text, 100% ok"
+    assert safe_text("x" * 50, limit=10) == "x" * 9 + "…"
+    assert safe_text(None) == "None"
+
+
+def test_safe_lines_keeps_lines_but_defuses_each() -> None:
+    out = safe_lines("| a | b |\n::error::x\r\n  ::set-env name=A::1\nok")
+    assert out.split("\n")[0] == "| a | b |" and out.split("\n")[-1] == "ok"
+    assert len(out.split("\n")) == 4
+    assert not any(is_command(line) for line in printed_lines(out))

@@ -9,7 +9,7 @@ import click
 from ..errors import ForgegitError
 from ..functions import Problem, check_paths, expand_paths
 from ..git import FUNCTIONS_DIR, toplevel
-from ..workflow_commands import annotation
+from ..workflow_commands import annotation, safe_text
 
 
 def default_paths() -> list[str]:
@@ -27,9 +27,10 @@ def _display(path: Path) -> str:
 
 
 def render(problem: Problem, fmt: str) -> str:
+    """One line per problem; a file name or code excerpt cannot print a workflow command (`::error ...`)."""
     if fmt == "github":
         return annotation("error", problem.message, file=problem.path, line=problem.line)
-    return str(problem)
+    return safe_text(str(problem))
 
 
 def _plural(n: int, word: str) -> str:

@@ -14,7 +14,7 @@ from ..github import (
     DEFAULT_API_URL, TRAIN_PREFIX, GitHubClient, check_training_branch, open_or_update_pr, server_url_for,
 )
 from ..records import RunRecord
-from ..workflow_commands import annotation
+from ..workflow_commands import annotation, safe_lines
 
 
 @dataclass
@@ -96,7 +96,7 @@ def command(branch: Optional[str], draft: bool, labels: tuple[str, ...], remote:
     body = report.render_markdown(run, server_url=env.server_url if env.repository else None,
                                   repository=env.repository)
     if dry_run:
-        click.echo(body, nl=False)
+        click.echo(safe_lines(body), nl=False)  # model text in it never starts a workflow command
         plan = f"push {run.branch} and open or update its PR" if run.improved else "open nothing: no improvement"
         click.echo(f"(dry run: would {plan})", err=True)
         return 0

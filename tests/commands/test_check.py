@@ -200,3 +200,95 @@ def test_pre_commit_try_repo_installs_and_runs_the_published_hook(repo: Path, tm
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "functions/bad.py:3: code at the top level would run on import" in proc.stdout
+
+
+# --------------------------------------------------------------------------- what check refuses
+
+
+def test_check_refuses_every_construct_that_runs_code_on_import(functions: Path) -> None:
+    """A private decorator, a metaclass, `__init_subclass__`, `__class_getitem__`, an f-string of an object,
+    a class property, ...: `forgegit check` fails on each file, naming it."""
+    from import_time_cases import CASES, source
+
+    for name, code, *_ in CASES:
+        (functions / f"{name}.py").write_text(source(name, code))
+    result = invoke()
+    assert result.exit_code == 1
+    reported = {line.split(":", 1)[0] for line in result.stdout.splitlines()}
+    assert {f"functions/{name}.py" for name, *_ in CASES} <= reported
+    assert "functions/add.py" not in reported
+
+
+def test_the_repositorys_own_functions_pass_check() -> None:
+    proc = subprocess.run([str(BIN / "forgegit"), "check"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["conftest", "test_pwn", "pwn_test", "sitecustomize", "setup", "noxfile", "python"])
+def test_check_refuses_a_function_named_so_a_tool_runs_it(functions: Path, name: str) -> None:
+    """`pytest` at the repository root ran functions/test_pwn.py on its own."""
+    (functions / f"{name}.py").write_text(f'def {name}(x: int) -> int:\n    """Echo."""\n    return x\n')
+    result = invoke()
+    assert result.exit_code == 1
+    assert any(line.startswith(f"functions/{name}.py:1: `{name}` cannot be a function name: functions/{name}.py would")
+               for line in result.stdout.splitlines()), result.stdout
+
+
+def test_check_refuses_a_symlinked_function_file(functions: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.py"
+    secret.write_text(GOOD.replace("add", "secret"))
+    (functions / "secret.py").symlink_to(secret)
+    result = invoke()
+    assert result.exit_code == 1
+    assert result.stdout.startswith("functions/secret.py:1: functions/secret.py is a symbolic link")
+
+
+def test_check_refuses_a_symlinked_functions_directory(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "add.py").write_text(GOOD)
+    (repo / "functions").symlink_to(real)
+    monkeypatch.chdir(repo)
+    result = invoke()
+    assert result.exit_code == 1 and "functions is a symbolic link" in result.stdout
+
+
+def test_check_refuses_an_oversized_function_file_naming_it_and_the_limit(functions: Path) -> None:
+    """A 10 MB function body was accepted; it then filled every optimizer prompt and agent request."""
+    from forgegit.functions import MAX_FILE_BYTES
+
+    (functions / "huge.py").write_text(GOOD.replace("add", "huge") + "# " + "x" * (10 * 1024 * 1024) + "\n")
+    result = invoke()
+    assert result.exit_code == 1
+    assert "functions/huge.py:1: functions/huge.py is 10,485," in result.stdout
+    assert f"over the limit of {MAX_FILE_BYTES:,} bytes" in result.stdout
+
+
+def test_check_refuses_function_files_over_the_total_limit(functions: Path) -> None:
+    from forgegit.functions import MAX_FILE_BYTES, MAX_TOTAL_BYTES
+
+    for i in range(MAX_TOTAL_BYTES // MAX_FILE_BYTES + 1):
+        name = f"f{i:02d}"
+        (functions / f"{name}.py").write_text(GOOD.replace("add", name) + "# " + "x" * (MAX_FILE_BYTES - 200) + "\n")
+    result = invoke()
+    assert result.exit_code == 1
+    assert f"over the limit of {MAX_TOTAL_BYTES:,} bytes" in result.stdout
+
+
+def test_a_file_name_cannot_print_a_workflow_command(functions: Path) -> None:
+    """`forgegit check` prints file names; one holding `\\n::error …` must not start a line of its own."""
+    (functions / "x\n::error file=README.md::forged\n.py").write_text(GOOD)
+    text = invoke()
+    assert text.exit_code == 1 and "forged" in text.stdout
+    assert not [line for line in text.stdout.splitlines() if line.lstrip().startswith("::")]
+    github = invoke("--format", "github")
+    assert github.exit_code == 1 and "forged" in github.stdout
+    assert all(line.startswith("::error file=functions/") for line in github.stdout.splitlines())
+
+
+def test_an_error_line_cannot_print_a_workflow_command(functions: Path) -> None:
+    """The one error line on stderr (the Actions runner reads it too) stays one line whatever it quotes."""
+    proc = subprocess.run([str(BIN / "forgegit"), "eval", "--tasks", "x\n::error::forged.jsonl"],
+                          capture_output=True, text=True, cwd=functions.parent)
+    assert proc.returncode == 1 and "forged" in proc.stderr and "task file not found" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("forgegit: error: ")
