@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -68,16 +69,38 @@ def short(sha: Optional[str]) -> str:
     return (sha or "")[:7]
 
 
+_ZWSP = "\u200b"
+_MD_PUNCTUATION = re.compile(r"([\\`\[\]()!|])")  # the ASCII marks that make links, images, code spans, cells
+_URL_START = re.compile(r"(?i)(://|\bwww(?=\.)|\b(?:mailto|xmpp)(?=:))")
+_REFERENCE = re.compile(r"(?i)(#|\bgh-|@)(?=\w)")
+
+
+def _unlink(m: re.Match[str]) -> str:
+    return _ZWSP + m.group(1) if m.group(1) == "://" else m.group(1) + _ZWSP
+
+
 def escape_md(text: str) -> str:
-    """Text safe inside a markdown table cell: one line, no HTML, no cell breaks, no @mentions."""
-    one_line = " ".join(text.split())
-    escaped = html.escape(one_line, quote=False).replace("|", "\\|").replace("`", "\\`")
-    return escaped.replace("@", "@\u200b")
+    """Model or function text as plain markdown text, safe inside a table cell or a list item.
+
+    One line; no HTML (`<` `>` `&` become entities, so no tag, comment or `<autolink>`); the ASCII
+    marks that make links, images, code spans and cell breaks (`[` `]` `(` `)` `!` `` ` `` `|` `\\`)
+    are backslash-escaped; bare URLs (`https://`, `www.`), @mentions and `#123`
+    / `GH-123` references are split with a zero-width space, so GitHub does not link them either."""
+    one_line = " ".join(str(text).split())
+    unlinked = _REFERENCE.sub(lambda m: m.group(1) + _ZWSP, _URL_START.sub(_unlink, one_line))
+    return _MD_PUNCTUATION.sub(r"\\\1", html.escape(unlinked, quote=False))
 
 
 def code(text: str) -> str:
-    """Text as an inline code span that also survives a table cell."""
-    return "`" + " ".join(str(text).split()).replace("`", "'").replace("|", "\\|") + "`"
+    """Text as an inline code span that also survives a table cell: nothing in it renders as markdown.
+
+    The fence is one backtick longer than the longest run of backticks inside, so the text cannot
+    close it; `|` is escaped for tables (GitHub unescapes it inside code spans in a cell)."""
+    body = " ".join(str(text).split()).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 def first_line(text: str, limit: int = 160) -> str:

@@ -227,3 +227,57 @@ def test_run_with_no_epochs_renders() -> None:
     assert "_No epochs ran._" in md and "Stopped: budget." in md
     assert 'x-axis "epoch" ["0"]' in md
     assert report.summary_table(run).splitlines()[1].startswith("training score")
+
+
+HOSTILE = ("![pixel](https://evil.example/p.png) [click here](http://evil.example) [ref][1] <img src=x onerror=alert(1)> "
+           "<https://evil.example/auto> https://evil.example/bare www.evil.example mail@evil.example "
+           "<a href='http://evil.example'>a</a> \\[escaped\\](http://evil.example) `code` ``x`` #1 GH-2 @octocat")
+
+
+def hostile_run() -> RunRecord:
+    run = sample_run()
+    run.epochs[0].rationale = HOSTILE + "\n[1]: http://evil.example/ref"
+    run.epochs[0].actions = [ActionRecord("add", "solve_equation", True),
+                             ActionRecord("add", "x` ![p](https://evil.example/n.png) `", False, HOSTILE)]
+    run.final_gate.flipped_up = [{"task_id": "t`<img src=x>`", "feedback": HOSTILE}]  # type: ignore[union-attr]
+    return run
+
+
+def test_model_text_cannot_render_images_links_or_html_in_the_pull_request() -> None:
+    """Markdown images and links in the optimizer's rationale once rendered in the pull-request body."""
+    md = report.render_markdown(hostile_run())
+    assert "evil.example" in md  # shown, as text
+    text = re.sub(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)", "", md)  # code spans render nothing: leave them out
+    text = re.sub(r"\\[\\`\[\]()!|]", "", text)  # nor do backslash-escaped marks
+    for forbidden in ("![", "](", "][", "<img", "<a ", "<https", "https://evil", "http://evil", "www.evil",
+                      "mail@evil", "#1 ", "GH-2", "@octocat"):
+        assert forbidden not in text, forbidden
+    assert len(table_rows(md)[0]) == 9  # and the table still has its nine cells
+
+
+def test_model_text_renders_as_plain_text_on_github() -> None:
+    """Rendered by GitHub's own markdown (cmark-gfm), the hostile text makes no image, link or HTML element."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    html = cmarkgfm.github_flavored_markdown_to_html(report.render_markdown(hostile_run()),
+                                                     options=Options.CMARK_OPT_UNSAFE)
+    assert "<img" not in html and "<a " not in html and "onerror" not in html.replace("onerror=alert", "")
+    assert html.count("<table>") == 2  # the scores and the epochs tables, unbroken
+
+
+@pytest.mark.parametrize("text", ["a`b", "``", "`x`", "a|b", "x ``` y", "` leading", "trailing `"])
+def test_code_spans_hold_any_text(text: str) -> None:
+    """A name with backticks cannot close its code span (its fence is longer than any run inside)."""
+    span = report.code(text)
+    fence = re.match(r"`+", span)
+    assert fence is not None and span.endswith(fence.group(0))
+    inner = span[len(fence.group(0)):-len(fence.group(0))]
+    assert fence.group(0) not in inner
+    assert inner.strip(" ").replace("\\|", "|") == text
+
+
+def test_the_pull_request_names_the_sandbox_level_function_code_ran_at() -> None:
+    md = report.render_markdown(sample_run(sandbox="secrets-safe (Landlock ABI 7, seccomp, own uid)"))
+    assert "Function code ran in the sandbox at `secrets-safe (Landlock ABI 7, seccomp, own uid)`." in md
+    assert "Function code ran in the sandbox" not in report.render_markdown(sample_run())
