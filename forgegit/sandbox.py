@@ -263,10 +263,11 @@ def _python_flags() -> list[str]:
 class Sandbox:
     """A pool of warm worker processes that run the function files; every call returns a ToolOutcome.
 
-    Workers import every function file at start (a file that fails to import only fails its own calls)
-    and serve one call at a time; calls queue while all are busy. After each call the worker kills any
-    process the code left behind and empties its work dir; module globals persist until the worker is
-    recycled (after `recycle_after` calls, a memory error, leftover threads, a timeout or a crash).
+    Workers confine themselves, then import every function file (a file that fails to import only
+    fails its own calls) and serve one call at a time; calls queue while all are busy. After each call
+    the worker empties its work dir; module globals persist until the worker is recycled (after
+    `recycle_after` calls, a memory error, leftover threads, a timeout, the disk quota or a crash).
+    A pool lives for one evaluation, so nothing carries from one task set (split) to another.
     Output: a str return value as-is, anything else as JSON (repr for the rest), then
     "\n\nstdout:\n" and what it printed, if anything; each part cut to `max_output` characters.
     """
