@@ -25,7 +25,16 @@ MESSAGE_TOKENS = 600
 FEEDBACK_TOKENS = 400  # the checker's feedback of one task, kept whole up to this
 MIN_BODY_TOKENS = 120  # a passed task's conversation shorter than this budget is left out
 HISTORY_LINES = 30
+FUNCTIONS_SHARE = 2  # the function sources take at most 1/FUNCTIONS_SHARE of the prompt's room
+SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
+PROBLEMS_SHOWN = 8  # problems listed per broken file
+MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
+OMITTED_NAMES = 30
 TRAILER_EMAIL = "forgegit@users.noreply.github.com"
+EPOCH_TRAILER = "Forgegit-Epoch"
+ACTIONS_TRAILER = "Forgegit-Actions"
+RUN_TRAILER = "Forgegit-Run"
+REVERT_TRAILER = "Forgegit-Reverts-Epoch"
 
 _NAME = {"type": "string", "description": "The function's name: a Python identifier, also the file name functions/<name>.py."}
 _DESCRIPTION = {"type": "string", "description": "One line: what the function does (it must match the docstring's first line)."}
@@ -163,20 +172,66 @@ def _specs(functions: dict[str, bytes]) -> tuple[dict[str, dict[str, Any]], dict
     return {_file_of(s.name): s.tool() for s in specs}, by_file
 
 
-def _render_functions(functions: dict[str, bytes]) -> str:
+def _fence(source: str) -> str:
+    """A code fence longer than any run of backticks in source, so the source cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", source)), default=2)
+    return "`" * (longest + 1)
+
+
+def _function_block(fname: str, source: str, schema: Optional[dict[str, Any]], problems: list[str], cut: bool) -> str:
+    """One file of the prompt: its (possibly cut) source, the schema the agent sees and its problems."""
+    head = f"### functions/{fname}"
+    if cut:
+        head += " (cut for space; a revise_function must still send the COMPLETE file)"
+    fence = _fence(source)
+    block = f"{head}\n{fence}python\n{source}\n{fence}"
+    if schema is not None:
+        block += "\nSchema the agent sees: " + trim_to_tokens(json.dumps(schema, ensure_ascii=False), SCHEMA_TOKENS)
+    if problems:
+        more = f"\n- (and {len(problems) - PROBLEMS_SHOWN} more)" if len(problems) > PROBLEMS_SHOWN else ""
+        block += "\nProblems (the agent cannot use this file until they are fixed):\n" + "\n".join(
+            f"- {p}" for p in problems[:PROBLEMS_SHOWN]) + more
+    return block
+
+
+def _render_functions(functions: dict[str, bytes], budget: Optional[int] = None) -> str:
+    """The current files for the prompt, within budget tokens when given.
+
+    Files that fit are shown whole. Over budget, each file gets a fair share, smallest first (what a
+    small file does not use goes to the bigger ones); a file's source is cut in the middle to its share,
+    and files whose share cannot hold a useful part are listed by name only."""
     if not functions:
         return "(none yet: add the first ones)"
     schemas, problems = _specs(functions)
-    out = []
-    for fname in sorted(functions):
-        source = functions[fname].decode("utf-8", "replace").rstrip()
-        block = f"### functions/{fname}\n```python\n{source}\n```"
-        if fname in schemas:
-            block += f"\nSchema the agent sees: {json.dumps(schemas[fname]['function'], ensure_ascii=False)}"
-        if problems.get(fname):
-            block += "\nProblems (the agent cannot use this file until they are fixed):\n" + "\n".join(
-                f"- {p}" for p in problems[fname])
-        out.append(block)
+    sources = {f: functions[f].decode("utf-8", "replace").rstrip() for f in sorted(functions)}
+    info = {f: ((schemas[f]["function"] if f in schemas else None), problems.get(f, [])) for f in sources}
+    whole = {f: _function_block(f, sources[f], *info[f], cut=False) for f in sources}
+    text = "\n\n".join(whole.values())
+    if budget is None or count_tokens(text) <= budget:
+        return text
+    costs = {f: count_tokens(block) for f, block in whole.items()}
+    shown: dict[str, str] = {}
+    omitted: list[str] = []
+    left = budget - 40  # room for the line naming left-out files
+    order = sorted(sources, key=lambda f: (costs[f], f))
+    for i, f in enumerate(order):
+        share = left // (len(order) - i) - 2
+        if costs[f] <= share:
+            block = whole[f]
+        else:
+            room = share - count_tokens(_function_block(f, "", *info[f], cut=True)) - 8
+            if room < MIN_SOURCE_TOKENS:
+                omitted.append(f)
+                continue
+            marker = "…[N tokens of this file left out for space]…"
+            block = _function_block(f, trim_to_tokens(sources[f], room, marker=marker), *info[f], cut=True)
+        shown[f] = block
+        left -= count_tokens(block) + 2
+    out = [shown[f] for f in sorted(shown)]
+    if omitted:
+        names = ", ".join(f"functions/{f}" for f in sorted(omitted)[:OMITTED_NAMES])
+        more = f" and {len(omitted) - OMITTED_NAMES} more" if len(omitted) > OMITTED_NAMES else ""
+        out.append(f"({len(omitted)} function files not shown for space: {names}{more})")
     return "\n\n".join(out)
 
 
@@ -316,8 +371,9 @@ def build_prompt(
 ) -> list[dict[str, Any]]:
     """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
 
-    Only the evaluation's tasks are trimmed (passed ones first, then conversations, never a failure's
-    feedback while it fits): the functions and the history are shown whole, even past the budget.
+    The function sources count inside the budget: they are shown whole while they fit in half of the
+    room the prompt leaves, else cut (see _render_functions). The evaluation's tasks get the rest
+    (passed ones trimmed first, then conversations, never a failure's feedback while it fits).
     """
     forbidden = frozenset(str(t) for t in forbidden_task_ids)
     results = _ordered_results(last_eval, forbidden)
@@ -325,21 +381,23 @@ def build_prompt(
     bodies = {str(k): _render_conversation(v) for k, v in trajectories.items() if str(k) in shown}
     passed, total = sum(1 for r in results if r.passed), len(results)
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
-    functions_text, history_text = _render_functions(functions), _render_history(history)
+    history_text = _render_history(history)
 
-    def messages(traj_text: str) -> list[dict[str, Any]]:
+    def messages(traj_text: str, functions_text: str) -> list[dict[str, Any]]:
         user = USER_PROMPT.format(
             count=len(functions), functions=functions_text, history=history_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    fixed = count_message_tokens(messages(""))
+    room = context_tokens - count_message_tokens(messages("", "")) - max(16, context_tokens // 50)
+    functions_text = _render_functions(functions, max(0, room // FUNCTIONS_SHARE))
+    fixed = count_message_tokens(messages("", functions_text))
     budget = context_tokens - fixed - max(16, context_tokens // 50)  # slack for the approximation at joins
     text = _fit_trajectories(results, bodies, budget)
-    while count_message_tokens(messages(text)) > context_tokens and budget > 0:
+    while count_message_tokens(messages(text, functions_text)) > context_tokens and budget > 0:
         budget -= max(16, budget // 10)
         text = _fit_trajectories(results, bodies, budget)
-    return messages(text)
+    return messages(text, functions_text)
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -502,6 +560,10 @@ def name_problem(name: str) -> Optional[str]:
         return f"name {name!r} is not a Python identifier"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"name {name!r} is a Python keyword"
+    from .functions import reserved_name_reason
+    reserved = reserved_name_reason(name)
+    if reserved:
+        return f"name {name!r} is reserved: {reserved}"
     if name.startswith("_"):
         return f"name {name!r} is private (starts with _): public functions only"
     try:
@@ -603,6 +665,13 @@ async def validate_action(action: Action, current: dict[str, bytes]) -> Optional
         return f"there is no function {action.name}: use add_function"
     if action.kind == "remove":
         return None
+    from .functions import size_problem, total_size_problem
+    after = apply_actions(current, [action])
+    sizes = {f"{FUNCTIONS_DIR}/{f}": len(data) for f, data in sorted(after.items()) if f != fname}
+    sizes[f"{FUNCTIONS_DIR}/{fname}"] = len(after[fname])  # last: the limit is reported on this file
+    too_big = size_problem(f"{FUNCTIONS_DIR}/{fname}", len(after[fname])) or total_size_problem(sizes)
+    if too_big:
+        return str(too_big)
     problems = _code_problems(action.name, action.code)
     if problems:
         return "; ".join(problems[:8]) + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")
@@ -610,7 +679,7 @@ async def validate_action(action: Action, current: dict[str, bytes]) -> Optional
         problem = package_problem(package)
         if problem:
             return problem
-    error = await _import_error(apply_actions(current, [action]), fname)
+    error = await _import_error(after, fname)
     if error:
         return f"functions/{fname} fails to import: {error.strip().splitlines()[-1] if error.strip() else error}"
     return None
@@ -814,14 +883,31 @@ def _trailer_value(text: str) -> str:
     return re.sub(r"[\s<>]+", " ", text).strip() or "unknown"
 
 
-def commit_message(epoch: int, actions: list[Action], rationale: str, model: str) -> str:
-    """The epoch commit's message: subject, the optimizer's rationale, and forgegit + AI-authorship trailers."""
+# A line git could read as a trailer (`Key: value`, `Key #value`), or as the `---` that ends a message.
+_TRAILER_LIKE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9-]*[ \t]*[:#]|---|\(cherry picked from)", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u0085]")
+
+
+def defuse_trailers(text: str) -> str:
+    """The optimizer's rationale as a commit body: lines that look like trailers (`Forgegit-Run: x`,
+    `Co-authored-by: ...`) or like the `---` that ends a message are indented, so only forgegit's own
+    trailer block, which always comes last, is read as trailers; control characters are dropped."""
+    text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text.replace("\t", "    "))
+    lines = [f"  {line}" if _TRAILER_LIKE.match(line) else line for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in lines)).strip("\n")
+
+
+def commit_message(epoch: int, actions: list[Action], rationale: str, model: str, run_id: str = "") -> str:
+    """The epoch commit's message: subject, the optimizer's rationale, and forgegit + AI-authorship trailers.
+
+    The trailers are the last paragraph and the rationale cannot add, hide or drop one (see defuse_trailers)."""
     subject = f"forgegit: epoch {epoch}: " + (", ".join(f"{a.kind} {a.name}" for a in actions) or "no changes")
-    body = re.sub(r"\n{3,}", "\n\n", (rationale or "").replace("\r\n", "\n")).strip()
-    body = trim_to_tokens(body, 1500)
+    body = defuse_trailers(trim_to_tokens(defuse_trailers(rationale), 1500))
     trailers = [
-        f"Forgegit-Epoch: {epoch}",
-        f"Forgegit-Actions: {','.join(f'{a.kind}:{a.name}' for a in actions) or 'none'}",
+        f"{EPOCH_TRAILER}: {epoch}",
+        f"{ACTIONS_TRAILER}: {','.join(f'{a.kind}:{a.name}' for a in actions) or 'none'}",
+        *([f"{RUN_TRAILER}: {_trailer_value(run_id)}"] if run_id else []),
         f"Co-authored-by: {_trailer_value(model)} <{TRAILER_EMAIL}>",
     ]
-    return "\n\n".join(p for p in (subject, body, "\n".join(trailers)) if p) + "\n"
+    return "\n\n".join(p for p in (subject, body, "\n".join(trailers)) if p.strip()) + "\n"

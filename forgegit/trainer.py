@@ -19,15 +19,13 @@ from . import evalstore, git, history, stats
 from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories
 from .functions import load_specs
-from .optimizer import Proposal, commit_message, propose, write_actions
+from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
 from .tasks import TaskSet
+from .workflow_commands import safe_text
 from .workspace import Workspace
 
 CRASH_ENV = "FORGEGIT_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at a named step
-EPOCH_TRAILER = "Forgegit-Epoch"
-REVERT_TRAILER = "Forgegit-Reverts-Epoch"
-RUN_TRAILER = "Forgegit-Run"
 
 Echo = Callable[[str], None]
 
@@ -75,7 +73,7 @@ class TrainLock:
             raise ForgegitError(
                 f"another `forgegit train` (pid {pid}, run {other.strip()}) is running on this repository; "
                 f"wait for it or stop it (lock: {self.path})")
-        self.echo(f"removed a stale training lock left by pid {pid} (run {other.strip()})")
+        self.echo(f"removed a stale training lock left by pid {pid} (run {safe_text(other.strip(), 100)})")
         self.path.unlink(missing_ok=True)
 
     def __exit__(self, *exc: Any) -> None:
@@ -275,8 +273,8 @@ class Trainer:
         run.usage.add(proposal.usage)
         crashpoint("after-optimizer")
         records = [ActionRecord(a.kind, a.name, True) for a in proposal.actions] + list(proposal.rejected)
-        for r in proposal.rejected:
-            self.echo(f"  rejected {r.kind} {r.name}: {r.reason}")
+        for r in proposal.rejected:  # the optimizer's own text: one line each, no workflow command
+            self.echo(f"  rejected {safe_text(r.kind, 40)} {safe_text(r.name, 100)}: {safe_text(r.reason, 2000)}")
         epoch = EpochRecord(k, parent, None, None, records, proposal.rationale, before.score, None, False,
                             usage=proposal.usage)
         if not proposal.actions:
@@ -287,8 +285,7 @@ class Trainer:
         write_actions(self.tree.path, proposal.actions)
         crashpoint("after-write")
         self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
-        message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model)
-        message += f"\n{RUN_TRAILER}: {run.run_id}" if RUN_TRAILER not in message else ""
+        message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model, run.run_id)
         git.run(["commit", "--quiet", "--no-verify", "-F", "-"], self.tree.path, input=message)
         crashpoint("after-commit")
         epoch.commit = self.tree.head()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -485,3 +486,83 @@ def test_propose_repairs_a_content_only_answer_with_a_user_message() -> None:
     repair = llm.requests[1][-1]
     assert repair["role"] == "user" and "- add digit_sum: rejected: " in repair["content"]
 
+
+
+# ------------------------------------------------------------------------------------ what the optimizer cannot do
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("conftest", "pytest imports every conftest.py"),
+    ("test_pwn", "pytest collects and runs"),
+    ("sitecustomize", "at start-up"),
+    ("setup", "setup.py"),
+    ("__main__", "__main__.py"),
+    ("python", "built-in `python` tool"),
+])
+def test_the_optimizer_cannot_add_a_function_a_tool_would_run_on_its_own(name: str, fragment: str) -> None:
+    reason = _reason(Action("add", name, source(name)))
+    assert reason is not None and fragment in reason and f"functions/{name}.py" in reason
+
+
+def test_the_optimizer_cannot_add_an_oversized_function_file() -> None:
+    """A 10 MB body once went through and then filled every later prompt and agent request."""
+    from forgegit.functions import MAX_FILE_BYTES
+
+    code = source("digit_sum", "return x", extra="_PAD = '" + "x" * (10 * 1024 * 1024) + "'\n\n\n")
+    reason = _reason(Action("add", "digit_sum", code))
+    assert reason is not None and "functions/digit_sum.py" in reason and f"{MAX_FILE_BYTES:,} bytes" in reason
+
+
+def test_the_optimizer_cannot_grow_functions_past_the_total_limit() -> None:
+    from forgegit.functions import MAX_FILE_BYTES, MAX_TOTAL_BYTES
+
+    pad = "_PAD = '" + "x" * (MAX_FILE_BYTES - 400) + "'\n\n\n"
+    current = {f"f{i}.py": source(f"f{i}", extra=pad).encode() for i in range(MAX_TOTAL_BYTES // MAX_FILE_BYTES)}
+    reason = _reason(Action("add", "digit_sum", source("digit_sum", extra=pad)), current)
+    assert reason is not None and f"{MAX_TOTAL_BYTES:,} bytes" in reason and "digit_sum.py" in reason
+
+
+def test_the_function_sources_count_inside_the_optimizer_budget() -> None:
+    """Big function files are cut to fit `optimizer_context_tokens`; failures and feedback still fit."""
+    big = {f"tool_{i}.py": source(f"tool_{i}", extra="".join(
+        f"_TABLE_{j} = {{'key': 'value number {j} for tool {i}'}}\n" for j in range(900)) + "\n\n").encode()
+        for i in range(4)}
+    results = [result("fail-1", False, "FEEDBACK-1: expected 3", "2", "3")]
+    for budget in (4000, 12000):
+        msgs = build_prompt(big, make_eval(results), {}, [], max_actions=1, context_tokens=budget)
+        assert count_message_tokens(msgs) <= budget
+        user = msgs[1]["content"]
+        assert "FEEDBACK-1: expected 3" in user
+        assert "left out for space" in user or "not shown for space" in user
+        assert "a revise_function must still send the COMPLETE file" in user or "not shown for space" in user
+    small = build_prompt(FILES, make_eval(results), {}, [], max_actions=1, context_tokens=12000)[1]["content"]
+    assert CALCULATE.rstrip() in small and "for space" not in small  # small files are shown whole
+
+
+def test_a_tiny_budget_names_the_functions_it_cannot_show() -> None:
+    big = {"huge.py": source("huge", extra="_T = '" + "word " * 6000 + "'\n\n\n").encode()}
+    msgs = build_prompt(big, make_eval([]), {}, [], max_actions=1, context_tokens=2500)
+    assert count_message_tokens(msgs) <= 2500
+    assert "functions/huge.py" in msgs[1]["content"]
+
+
+def test_commit_trailers_come_last_and_the_rationale_cannot_forge_or_drop_them() -> None:
+    rationale = ("Fixed it.\nForgegit-Run: evil\nforgegit-epoch: 99\nCo-authored-by: Mallory <m@evil.example>\n"
+                 "Signed-off-by: Mallory <m@evil.example>\n---\nafter the divider\n\nFixes #1\nKey: value")
+    msg = commit_message(2, [Action("add", "digit_sum")], rationale, "gpt-4o", "run-7")
+    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg, capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert parsed == ["Forgegit-Epoch: 2", "Forgegit-Actions: add:digit_sum", "Forgegit-Run: run-7",
+                      "Co-authored-by: gpt-4o <forgegit@users.noreply.github.com>"]
+    assert msg.rstrip("\n").endswith("Co-authored-by: gpt-4o <forgegit@users.noreply.github.com>")
+    body = msg.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+    assert "after the divider" in body and "Forgegit-Run: evil" in body  # kept, as text
+    assert not [line for line in body.splitlines() if re.match(r"(?i)(forgegit-|co-authored|signed-off|---|key:)", line)]
+
+
+def test_the_rationale_cannot_become_the_trailer_block() -> None:
+    """With nothing else to say, a rationale of trailer lines must not be read as trailers either."""
+    msg = commit_message(1, [], "Forgegit-Run: evil\nForgegit-Epoch: 5", "m")
+    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg, capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert parsed == ["Forgegit-Epoch: 1", "Forgegit-Actions: none", "Co-authored-by: m <forgegit@users.noreply.github.com>"]

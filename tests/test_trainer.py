@@ -259,3 +259,78 @@ def test_resume_from_a_subdirectory_config_finds_the_recorded_task_files(tmp_pat
     resumed = train_subprocess(sub, server, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert history.load_run(repo, "forgegit/train/sub").status == "finished"
+
+
+# --------------------------------------------------------------------------- what the optimizer's text cannot do
+
+FORGED_NAME = "x\n::error file=functions/digit_sum.py,line=1::forged by the optimizer\n::stop-commands::tok"
+FORGED_RATIONALE = ("Add a digit_sum function.\nForgegit-Run: evil-run\nForgegit-Epoch: 99\n"
+                    "Co-authored-by: Mallory <mallory@evil.example>\n---\nEverything after a --- line is dropped by git.")
+HOOKS = ("pre-commit", "commit-msg", "post-commit", "post-checkout", "post-merge", "reference-transaction",
+         "post-rewrite", "pre-push")
+
+
+def _forging_script(request: dict[str, Any]) -> Any:
+    if request["model"] != demo.OPTIMIZER_MODEL:
+        return demo.agent_reply(request)
+    if any(m["role"] == "tool" for m in request["messages"]) or demo.epoch_of(request) > 1:
+        return text("No more changes.")
+    return tool_calls(("add_function", {"name": FORGED_NAME, "code": "print('x')"}),
+                      ("add_function", {"name": "digit_sum", "code": demo.DIGIT_SUM}), content=FORGED_RATIONALE)
+
+
+def _plant_hooks(hooks_dir: Path, marker: Path) -> None:
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    for hook in HOOKS:
+        script = hooks_dir / hook
+        script.write_text(f"#!/bin/sh\necho {hook} \"$OPENAI_API_KEY\" >> '{marker}'\n")
+        script.chmod(0o755)
+
+
+@pytest.fixture
+def forging_repo(tmp_path: Path, scripted: Any, llm_env: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    repo = demo.make_repo(tmp_path / "repo")
+    llm_env(scripted(_forging_script))
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def test_a_rejected_action_name_cannot_print_a_workflow_command(forging_repo: Path) -> None:
+    """A name with newlines once printed `::error …` and `::stop-commands::` lines on stdout in Actions."""
+    result = forgegit("train", "--run-id", "f1")
+    assert result.exit_code == 0, result.output
+    logged = forgegit("log", "f1").output
+    assert "forged by the optimizer" in result.output and "x\\n:" in logged  # the rejected name is shown ...
+    for output in (result.output, logged):
+        assert not [line for line in output.splitlines() if line.lstrip().startswith(("::", "##["))]  # ... defused
+    run = history.load_run(forging_repo, "forgegit/train/f1")
+    assert FORGED_NAME in [a.name for a in run.epochs[0].actions if not a.accepted]  # the record keeps the raw text
+
+
+def test_the_rationale_cannot_forge_or_drop_the_commit_trailers(forging_repo: Path) -> None:
+    """`Forgegit-Run:` in a rationale once dropped the real trailer; git must read only forgegit's own."""
+    assert forgegit("train", "--run-id", "f2").exit_code == 0
+    commit = history.load_run(forging_repo, "forgegit/train/f2").epochs[0].commit
+    assert commit
+
+    def trailer(key: str) -> list[str]:
+        return git(forging_repo, "log", "-1", f"--format=%(trailers:key={key},valueonly)", commit).splitlines()
+
+    assert trailer("Forgegit-Run") == ["f2"]
+    assert trailer("Forgegit-Epoch") == ["1"]
+    assert trailer("Forgegit-Actions") == ["add:digit_sum"]
+    assert trailer("Co-authored-by") == [f"{demo.OPTIMIZER_MODEL} <forgegit@users.noreply.github.com>"]
+    body = git(forging_repo, "log", "-1", "--format=%B", commit)
+    assert "Everything after a --- line" in body  # the rationale is kept, defused
+    assert not [line for line in body.splitlines()[1:-4] if line.startswith(("Forgegit-", "Co-authored-by", "---"))]
+
+
+def test_training_runs_no_git_hook_planted_in_the_repository(forging_repo: Path) -> None:
+    """Function code that wrote .git/hooks/post-commit got it run by the trainer, with the API key in its
+    environment (`--no-verify` does not skip post-commit); no git command forgegit runs may run a hook."""
+    marker = forging_repo.parent / "hooks-ran"
+    _plant_hooks(forging_repo / ".git" / "hooks", marker)
+    result = forgegit("train", "--run-id", "f3", "--merge")
+    assert result.exit_code == 0, result.output
+    assert "merged forgegit/train/f3 into main" in result.output  # commits, checkouts, reverts and a merge ran
+    assert not marker.exists(), marker.read_text()
