@@ -5,7 +5,9 @@ cold:     spawn a fresh `python -c` process that imports the function file and c
 v0.1:     one call through a started pool of forgegit 0.1's workers (deny-list mounts and namespaces,
           no Landlock, no seccomp), extracted from git at V01_REVISION and measured in this same run;
 hardened: one call through today's pool (Landlock + seccomp + namespaces where allowed).
-Start-up is the time to start a 2-worker pool. Run: python bench/sandbox.py [N]
+Both warm kinds run at once in two processes and are measured in interleaved rounds, so a shared
+machine's drifting load hits both alike. Start-up is the time to start a 2-worker pool.
+Run: python bench/sandbox.py [N]
 """
 from __future__ import annotations
 
@@ -48,51 +50,85 @@ def cold(n: int) -> list[float]:
     return times
 
 
-async def warm(n: int) -> dict[str, object]:
-    """Seconds per call through a warm pool of whichever forgegit is importable, and its start-up."""
+async def serve() -> None:
+    """`--serve`: start a pool of whichever forgegit is importable, then answer lines "N" on stdin with
+    the seconds of N calls (JSON). The parent interleaves rounds of two such servers, so load that
+    drifts on a shared machine hits both alike."""
     t0 = time.perf_counter()
     async with Sandbox({"digit_sum.py": SOURCE}, Limits(), workers=2) as sb:
         started = time.perf_counter() - t0
         await sb.call("digit_sum", {"n": 1})
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            out = await sb.call("digit_sum", {"n": 987654321})
-            times.append(time.perf_counter() - t0)
-            assert out.ok and out.output == "45", out
         iso = getattr(sb, "isolation", None)
-        return {"median": statistics.median(times), "p90": sorted(times)[int(0.9 * n)], "started": started,
-                "isolation": iso.summary() if iso else "v0.1 (deny-list: namespaces and mounts, no Landlock/seccomp)"}
+        info = iso.summary() if iso else "v0.1 (deny-list: namespaces and mounts, no Landlock, no seccomp)"
+        print(json.dumps({"started": started, "isolation": info}), flush=True)
+        for line in sys.stdin:
+            times = []
+            for _ in range(int(line)):
+                t0 = time.perf_counter()
+                out = await sb.call("digit_sum", {"n": 987654321})
+                times.append(time.perf_counter() - t0)
+                assert out.ok and out.output == "45", out
+            print(json.dumps(times), flush=True)
 
 
-def v01(n: int) -> dict[str, object]:
-    """warm(n) run by forgegit 0.1's sandbox, extracted from git into a temp dir."""
-    with tempfile.TemporaryDirectory() as d:
-        archive = subprocess.run(["git", "archive", V01_REVISION, "forgegit"], cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", d], input=archive.stdout, check=True)
-        env = {**os.environ, "PYTHONPATH": d}
-        out = subprocess.run([sys.executable, __file__, "--warm-only", str(n)], env=env, cwd=d,
-                             capture_output=True, text=True, check=True)
-        result: dict[str, object] = json.loads(out.stdout)
-        return result
+class Server:
+    """A `--serve` subprocess, of today's forgegit or of one extracted from git at a revision."""
+
+    def __init__(self, revision: str = "") -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        env, cwd = dict(os.environ), ROOT
+        if revision:
+            archive = subprocess.run(["git", "archive", revision, "forgegit"], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", self.tmp.name], input=archive.stdout, check=True)
+            env["PYTHONPATH"], cwd = self.tmp.name, Path(self.tmp.name)
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=env, cwd=cwd, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.info = json.loads(self._line())
+        self.times: list[float] = []
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, "the benchmark server died"
+        return line
+
+    def round(self, n: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        self.times += json.loads(self._line())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.tmp.cleanup()
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--warm-only"]:
-        print(json.dumps(asyncio.run(warm(int(sys.argv[2])))))
+    if sys.argv[1:2] == ["--serve"]:
+        asyncio.run(serve())
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     c = statistics.median(cold(n))
-    old = v01(n * 10)
-    new = asyncio.run(warm(n * 10))
-    w_old, w_new = float(old["median"]), float(new["median"])  # type: ignore[arg-type]
-    print(f"sandbox call cost, median of {n} cold / {n * 10} warm calls (python {sys.version.split()[0]}, uid {os.getuid()})")
-    print(f"hardened isolation: {new['isolation']}")
+    old, new = Server(V01_REVISION), Server()
+    try:
+        for _ in range(20):  # 20 interleaved rounds of n/2 calls each
+            for server in (old, new):
+                server.round(max(1, n // 2))
+    finally:
+        old.close()
+        new.close()
+    w_old, w_new = statistics.median(old.times), statistics.median(new.times)
+    print(f"sandbox call cost, median of {n} cold / {len(new.times)} warm calls per worker kind, "
+          f"in 20 interleaved rounds (python {sys.version.split()[0]}, uid {os.getuid()})")
+    print(f"hardened isolation: {new.info['isolation']}")
     print(f"{'mode':<40}{'median ms':>11}{'p90 ms':>9}{'start-up ms':>13}")
     print(f"{'cold: spawn python + import + call':<40}{c * 1000:>11.3f}")
-    for label, r in (("warm, v0.1 worker (" + V01_REVISION + ")", old), ("warm, hardened worker", new)):
-        print(f"{label:<40}{float(r['median']) * 1000:>11.3f}{float(r['p90']) * 1000:>9.3f}"  # type: ignore[arg-type]
-              f"{float(r['started']) * 1000:>13.1f}")  # type: ignore[arg-type]
+    for label, server in (("warm, v0.1 worker (" + V01_REVISION + ")", old), ("warm, hardened worker", new)):
+        p90 = sorted(server.times)[int(0.9 * len(server.times))]
+        print(f"{label:<40}{statistics.median(server.times) * 1000:>11.3f}{p90 * 1000:>9.3f}"
+              f"{float(server.info['started']) * 1000:>13.1f}")
     print(f"{'ratio hardened / v0.1 (warm call)':<40}{w_new / w_old:>11.2f}x")
     print(f"{'ratio cold / hardened warm':<40}{c / w_new:>11.1f}x")
     print(f"hardened warm call under 1 ms: {'yes' if w_new < 0.001 else 'NO'}")
