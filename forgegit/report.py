@@ -321,8 +321,11 @@ def settings_line(run: RunRecord) -> str:
         files.append(f"validation {code(run.val_file)}")
     if run.test_file:
         files.append(f"test {code(run.test_file)}")
-    return (f"Model {code(run.model)}, optimizer {code(run.optimizer_model or run.model)}; "
+    line = (f"Model {code(run.model)}, optimizer {code(run.optimizer_model or run.model)}; "
             f"{', '.join(files)}.")
+    if run.sandbox:  # forgegit's own text, but from a note that anyone who can push notes may have edited
+        line += f" Function code ran in the sandbox at {code(run.sandbox)}."
+    return line
 
 
 def render_markdown(run: RunRecord, *, server_url: Optional[str] = None, repository: Optional[str] = None) -> str:

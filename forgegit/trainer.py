@@ -235,6 +235,8 @@ class Trainer:
     async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
         """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
         result, reused = await self.evaluator.evaluate_or_reuse(commit, tasks)
+        if self.evaluator.isolation is not None:
+            self.run.sandbox = self.evaluator.isolation.summary()
         self.last_spent = Usage() if reused else result.usage
         self.run.usage.add(self.last_spent)
         return result

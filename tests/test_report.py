@@ -275,3 +275,9 @@ def test_code_spans_hold_any_text(text: str) -> None:
     inner = span[len(fence.group(0)):-len(fence.group(0))]
     assert fence.group(0) not in inner
     assert inner.strip(" ").replace("\\|", "|") == text
+
+
+def test_the_pull_request_names_the_sandbox_level_function_code_ran_at() -> None:
+    md = report.render_markdown(sample_run(sandbox="secrets-safe (Landlock ABI 7, seccomp, own uid)"))
+    assert "Function code ran in the sandbox at `secrets-safe (Landlock ABI 7, seccomp, own uid)`." in md
+    assert "Function code ran in the sandbox" not in report.render_markdown(sample_run())

@@ -68,6 +68,8 @@ def test_improving_epoch_is_kept_worse_one_reverted_and_patience_stops(trained_r
     assert "Forgegit-Epoch: 1" in git(repo, "log", "-1", "--format=%B", e1.commit)
     assert run.final_gate is not None and run.final_gate.passed
     assert "functions/digit_sum.py" in git(repo, "ls-tree", "-r", "--name-only", "forgegit/train/t1")
+    # the level the sandbox reached is printed and kept in the run record (the pull request shows it)
+    assert run.sandbox.startswith("secrets-safe (Landlock") and f"sandbox: {run.sandbox}" in result.output
 
 
 def test_invalid_proposals_never_land_and_nothing_outside_functions_is_written(trained_repo: Any) -> None:
