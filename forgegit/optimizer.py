@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from .errors import ForgegitError
 from .records import ActionRecord, EvalResult, TaskResult, Usage
@@ -638,20 +638,19 @@ def _imported_modules(code: str) -> list[str]:
     return out
 
 
-async def _import_error(files: dict[str, bytes], fname: str) -> Optional[str]:
-    """The sandbox's import error for fname in this file set, or None (also when no sandbox is available)."""
-    try:
-        from . import sandbox
-    except ImportError:
-        return None
-    check = getattr(sandbox, "check_imports", None)
+ImportCheck = Callable[[dict[str, bytes]], Awaitable[dict[str, str]]]  # {file: why it cannot be imported}
+
+
+async def _import_error(files: dict[str, bytes], fname: str, check: Optional[ImportCheck]) -> Optional[str]:
+    """The sandbox's import error for fname in this file set, or None."""
     if check is None:
-        return None
-    errors: dict[str, str] = await check(files)
+        from .sandbox import check_imports
+        check = check_imports
+    errors = await check(files)
     return errors.get(fname) or errors.get(f"{FUNCTIONS_DIR}/{fname}")
 
 
-async def validate_action(action: Action, current: dict[str, bytes]) -> Optional[str]:
+async def validate_action(action: Action, current: dict[str, bytes], check: Optional[ImportCheck] = None) -> Optional[str]:
     """Why action cannot be applied to the file set current, or None when it can."""
     if action.kind not in TOOL_OF:
         return f"unknown action kind {action.kind!r}"
@@ -679,7 +678,7 @@ async def validate_action(action: Action, current: dict[str, bytes]) -> Optional
         problem = package_problem(package)
         if problem:
             return problem
-    error = await _import_error(after, fname)
+    error = await _import_error(after, fname, check)
     if error:
         return f"functions/{fname} fails to import: {error.strip().splitlines()[-1] if error.strip() else error}"
     return None
@@ -701,13 +700,14 @@ def _tool_outcomes(message: dict[str, Any], outcomes: list[tuple[Optional[Action
     return out
 
 
-async def _validate_all(actions: list[Action], current: dict[str, bytes]) -> tuple[list[Action], list[ActionRecord], dict[str, bytes], dict[int, ActionRecord]]:
+async def _validate_all(actions: list[Action], current: dict[str, bytes], check: Optional[ImportCheck]
+                        ) -> tuple[list[Action], list[ActionRecord], dict[str, bytes], dict[int, ActionRecord]]:
     """Validate actions in order against the evolving file set; (accepted, rejected, new files, rejections by index)."""
     accepted: list[Action] = []
     rejected: list[ActionRecord] = []
     by_index: dict[int, ActionRecord] = {}
     for i, action in enumerate(actions):
-        reason = await validate_action(action, current)
+        reason = await validate_action(action, current, check)
         if reason:
             record = action.record(False, reason)
             rejected.append(record)
@@ -759,8 +759,10 @@ async def propose(
     model: Optional[str] = None,
     repair: bool = True,
     forbidden_task_ids: Iterable[str] = frozenset(),
+    check_imports: Optional[ImportCheck] = None,
 ) -> Proposal:
-    """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair."""
+    """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
+    check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults)."""
     messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
                             context_tokens=context_tokens, forbidden_task_ids=forbidden_task_ids)
     usage = Usage()
@@ -769,7 +771,7 @@ async def propose(
     messages.append(reply.message)
     texts = [_content_text(reply.message.get("content")).strip()]
     actions, rejected = parse_actions(reply.message, max_actions)
-    accepted, bad, current, by_index = await _validate_all(actions, dict(functions))
+    accepted, bad, current, by_index = await _validate_all(actions, dict(functions), check_imports)
     rejected += bad
     left = max_actions - len(accepted)
     if repair and rejected and left > 0:
@@ -783,7 +785,7 @@ async def propose(
             messages.append(second.message)
             texts.append(_content_text(second.message.get("content")).strip())
             more, more_rejected = parse_actions(second.message, left)
-            more_accepted, more_bad, current, _ = await _validate_all(more, current)
+            more_accepted, more_bad, current, _ = await _validate_all(more, current, check_imports)
             accepted += more_accepted
             rejected += more_rejected + more_bad
     rationale = "\n\n".join(t for t in texts if t) or (_summary(accepted) if accepted else "no actions proposed")

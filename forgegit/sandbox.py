@@ -602,7 +602,8 @@ async def probe(limits: Optional[Limits] = None, *, allow_unsafe: bool = False, 
     return sandbox.isolation
 
 
-async def check_imports(files: dict[str, bytes], limits: Optional[Limits] = None) -> dict[str, str]:
+async def check_imports(files: dict[str, bytes], limits: Optional[Limits] = None, *,
+                        allow_unsafe: bool = False) -> dict[str, str]:
     """Import each function file in a fresh sandboxed worker; {file name: error} for the bad ones."""
     errors: dict[str, str] = {}
     names = {k: os.path.basename(k) for k in files if k.endswith(".py")}
@@ -611,7 +612,7 @@ async def check_imports(files: dict[str, bytes], limits: Optional[Limits] = None
             errors[key] = f"{key}: a function file must end in .py"
     if not names:
         return errors
-    sandbox = Sandbox({names[k]: files[k] for k in names}, limits, workers=1)
+    sandbox = Sandbox({names[k]: files[k] for k in names}, limits, workers=1, allow_unsafe=allow_unsafe)
     sandbox._preload = False  # import file by file, so a crash or hang is blamed on the right file
     try:
         await sandbox.start()

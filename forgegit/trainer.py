@@ -7,6 +7,7 @@ branch holding whole epochs only, so `--resume` can pick up after a crash at any
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import secrets
 import signal
@@ -17,10 +18,11 @@ from typing import Any, Callable, Optional
 
 from . import evalstore, git, history, stats
 from .errors import ForgegitError
-from .evaluation import Evaluator, FunctionFilesError, load_trajectories
+from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
 from .functions import load_specs
 from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
+from .sandbox import check_imports
 from .tasks import TaskSet
 from .workflow_commands import safe_text
 from .workspace import Workspace
@@ -271,6 +273,7 @@ class Trainer:
         proposal: Proposal = await propose(
             self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
+            check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
         )
         run.usage.add(proposal.usage)
         crashpoint("after-optimizer")

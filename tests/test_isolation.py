@@ -110,3 +110,22 @@ def test_another_process_of_the_same_user_cannot_read_forgegits_environment() ->
         assert proc.returncode == 0, proc.stderr
         seen[how] = proc.stdout.strip()
     assert seen == {"protect": "DENIED", "control": "READ"}
+
+
+def test_unsafe_sandbox_training_still_validates_and_keeps_good_edits(tmp_path: Path) -> None:
+    """--unsafe-sandbox reaches the optimizer's import check too: the demo's good first edit is accepted
+    and kept on a kernel without Landlock, instead of being rejected because the check's sandbox refused."""
+    from forgegit import demo, history
+
+    repo = demo.make_repo(tmp_path / "demo")
+    with ScriptedServer(demo.make_script()) as server:
+        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-isolation-test",
+               "PYTHONPATH": str(HERE.parent)}
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "as_user.py"), "no-landlock", "--", sys.executable, "-m", "forgegit",
+             "train", "--unsafe-sandbox", "--epochs", "1", "--run-id", "u1"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = history.load_run(repo, "forgegit/train/u1")
+    assert [(a.kind, a.name, a.accepted) for a in run.epochs[0].actions] == [("add", "digit_sum", True)]
+    assert run.epochs[0].kept and run.sandbox.startswith("unsafe")
