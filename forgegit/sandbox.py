@@ -109,7 +109,7 @@ class _Worker:
             raise _WorkerDied("the worker exited")
         try:
             reply = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # code that wrote to the protocol pipe itself
             raise _WorkerDied("the worker sent a malformed message") from exc
         if not isinstance(reply, dict):
             raise _WorkerDied("the worker sent a malformed message")

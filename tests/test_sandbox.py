@@ -550,3 +550,25 @@ def test_without_namespaces_or_own_uid_the_sandbox_is_still_secrets_safe() -> No
     assert out["huge"].error == "memory"
     assert out["fill"].error == "disk" and "16 MB" in out["fill"].output
     assert out["after"].ok and out["after"].output == "4"
+
+
+def test_code_writing_deeply_nested_json_to_the_protocol_pipe_only_fails_its_own_call() -> None:
+    """Function code can find the worker's protocol pipe by fd number; what it writes there (nested
+    100,000 deep, which json.loads cannot parse) becomes a crash outcome, and the pool goes on."""
+    body = """
+line = b'[' * 100000 + b']' * 100000 + b'\\\\n'
+for fd in range(3, 12):
+    try:
+        os.write(fd, line)
+    except OSError:
+        pass
+return 'wrote'
+"""
+    files = {**fn("nest", body), "digit_sum.py": DIGIT_SUM}
+
+    async def use(sb: Sandbox) -> list[ToolOutcome]:
+        return [await sb.call("nest", {}), await sb.call("digit_sum", {"n": 12})]
+
+    nest, after = run(with_sandbox(files, use, workers=1))
+    assert nest.error == "crash" and "malformed" in nest.output, nest
+    assert after.ok and after.output == "3"
