@@ -26,6 +26,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TEST_UID = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
 MODES = ("root", "user", "user-no-userns", "container", "no-landlock")
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 PR_SET_NO_NEW_PRIVS = 38
@@ -87,6 +88,14 @@ def shared_dir(prefix: str) -> str:
     return path
 
 
+def chown_tree(path: str | os.PathLike[str], uid: int = TEST_UID) -> None:
+    """Give a directory tree to uid: the files of the user forgegit runs as in the unprivileged modes."""
+    os.chown(path, uid, uid)
+    for d, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(d, name), uid, uid, follow_symlinks=False)
+
+
 def main(argv: list[str]) -> None:
     mode, sep, command = argv[0], argv[1], argv[2:]
     assert mode in MODES and sep == "--" and command, __doc__
@@ -95,7 +104,7 @@ def main(argv: list[str]) -> None:
     if mode in ("container", "no-landlock"):
         block_namespaces_and_mounts() if mode == "container" else hide_landlock()
         os.execvp(command[0], command)
-    uid = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
+    uid = TEST_UID
     if os.geteuid() == 0:
         reach_python_as(uid)
     if mode == "user-no-userns":

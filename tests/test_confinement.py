@@ -23,11 +23,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from as_user import shared_dir
+from as_user import TEST_UID as UID
+from as_user import chown_tree, shared_dir
 
 HERE = Path(__file__).resolve().parent
 IS_ROOT = os.geteuid() == 0
-UID = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
 MODES = ["root", "user", "user-no-userns", "container"] if IS_ROOT else ["user"]
 SECRETS = {"OPENAI_API_KEY": "sk-confinement-test-0123456789", "GITHUB_TOKEN": "ghp_confinementTestToken42"}
 CREDENTIALS = "https://x:gho_homeCredentials77@github.com"
@@ -62,13 +62,6 @@ def lay_out(base: Path) -> dict[str, Any]:
     github_env = runner / "github_env"
     github_env.write_text(f"SECRET={RUNNER_SECRET}\n")
     return {"home": home, "repo": repo, "runner": runner, "github_env": github_env, "outside": base / "outside"}
-
-
-def chown_tree(path: Path, uid: int) -> None:
-    os.chown(path, uid, uid)
-    for d, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(d, name), uid, uid, follow_symlinks=False)
 
 
 @pytest.fixture(scope="module", params=MODES)

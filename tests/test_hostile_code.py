@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import pytest
 
 from as_user import MODES as LAUNCH_MODES
-from as_user import shared_dir
+from as_user import TEST_UID as UID
+from as_user import chown_tree, shared_dir
 from conftest import make_repo
 
 from forgegit.scripted import ScriptedServer, text, tool_calls, tool_results
@@ -33,7 +34,6 @@ pytestmark = pytest.mark.faults
 
 IS_ROOT = os.geteuid() == 0
 HERE = Path(__file__).resolve().parent
-UID = int(os.environ.get("FORGEGIT_TEST_UID", "65534"))
 MODES = [m for m in LAUNCH_MODES if m in ("root", "user", "user-no-userns")] if IS_ROOT else ["root"]
 SECRETS = {
     "OPENAI_API_KEY": "sk-live-hostile-test-0123456789abcdef",
@@ -216,13 +216,6 @@ def worker_processes(marker: str) -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def chown_tree(path: Path, uid: int) -> None:
-    os.chown(path, uid, uid)
-    for d, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(d, name), uid, uid, follow_symlinks=False)
 
 
 @pytest.fixture(scope="module", params=MODES)
