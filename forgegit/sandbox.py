@@ -170,7 +170,8 @@ class _Worker:
 
 
 def _disk_usage(path: str, stop_above: int) -> int:
-    """Bytes allocated under path (stops counting once past stop_above)."""
+    """Bytes allocated under path, each entry counted as at least one 4 KiB block so that a flood of
+    empty files (inodes) counts too; stops counting once past stop_above. Never follows a link."""
     total = 0
     stack = [path]
     while stack and total <= stop_above:
@@ -181,7 +182,7 @@ def _disk_usage(path: str, stop_above: int) -> int:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    total += st.st_blocks * 512
+                    total += max(st.st_blocks * 512, 4096)
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
         except OSError:

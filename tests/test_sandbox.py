@@ -572,3 +572,19 @@ return 'wrote'
     nest, after = run(with_sandbox(files, use, workers=1))
     assert nest.error == "crash" and "malformed" in nest.output, nest
     assert after.ok and after.output == "3"
+
+
+def test_a_flood_of_empty_files_counts_against_the_disk_quota() -> None:
+    """Where no tmpfs bounds the temp dir (no namespaces), the host's watch counts every file, so
+    100,000 empty files (inodes, not bytes) stop the call like 100 MB would."""
+    body = "for i in range(100000):\n    open(f'e{i}', 'w').close()\nreturn 'flooded'"
+
+    async def use() -> ToolOutcome:
+        sb = Sandbox(fn("flood", body), Limits(timeout=30, disk_mb=16), workers=1)
+        sb._namespaces = False
+        async with sb:
+            assert sb.confinement["disk_quota"] == "watched"
+            return await sb.call("flood", {})
+
+    out = run(use())
+    assert out.error == "disk", out
