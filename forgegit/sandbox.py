@@ -244,9 +244,39 @@ def _temp_base(dropping: bool) -> Optional[str]:
     return base
 
 
+DIR_PREFIX = "forgegit-sandbox-"  # + the host's pid + "-": a killed host's dirs are recognised and removed
+_swept: set[str] = set()
+
+
+def _sweep(base: str) -> None:
+    """Remove the temp dirs that killed forgegit processes left in base (once per base and process)."""
+    if base in _swept:
+        return
+    _swept.add(base)
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for name in entries:
+        pid = name[len(DIR_PREFIX):].split("-", 1)[0]
+        if not name.startswith(DIR_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its forgegit is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's forgegit
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
 def _make_dirs(wid: Optional[int]) -> tuple[str, str, str]:
     """(root, workdir, staging): a private temp dir, the worker's own work dir inside it, and a mount staging dir."""
-    root = tempfile.mkdtemp(prefix="forgegit-sandbox-", dir=_temp_base(wid is not None))
+    base = _temp_base(wid is not None)
+    if base:
+        _sweep(base)
+    root = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base)
     workdir, staging = os.path.join(root, "work"), os.path.join(root, "mnt")
     os.mkdir(workdir, 0o700)
     os.mkdir(staging, 0o700)

@@ -588,3 +588,26 @@ def test_a_flood_of_empty_files_counts_against_the_disk_quota() -> None:
 
     out = run(use())
     assert out.error == "disk", out
+
+
+def test_temp_dirs_a_killed_forgegit_left_behind_are_removed_by_the_next_one(tmp_path: Path) -> None:
+    """A SIGKILLed forgegit cannot tidy up; the next sandbox removes its temp dirs (and only those of
+    processes that are gone)."""
+    import subprocess
+
+    from forgegit import sandbox as sandbox_module
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = Path(tempfile.gettempdir()) / f"{sandbox_module.DIR_PREFIX}{int(dead.stdout)}-abc"
+    alive = Path(tempfile.gettempdir()) / f"{sandbox_module.DIR_PREFIX}{os.getppid()}-abc"
+    for d in (stale, alive):
+        (d / "work").mkdir(parents=True)
+    try:
+        sandbox_module._swept.clear()
+        assert call(fn("ok", "return 1"), "ok").ok
+        assert not stale.exists() and alive.exists()
+    finally:
+        for d in (stale, alive):
+            if d.exists():
+                (d / "work").rmdir()
+                d.rmdir()
