@@ -76,6 +76,9 @@ def reach_python_as(uid: int) -> None:
     os.makedirs(staging, exist_ok=True)
     project = os.path.dirname(HERE)  # the checkout under test: its tests and (editable) forgegit package
     confine.reach_python([*confine.python_paths([]), project], staging, uid, uid)
+    for entry in os.listdir(staging):  # the bind mounts were moved out: only empty directories are left
+        os.rmdir(os.path.join(staging, entry))
+    os.rmdir(staging)
 
 
 def shared_dir(prefix: str) -> str:
