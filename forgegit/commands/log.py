@@ -11,6 +11,7 @@ from .. import evalstore, git, history
 from ..errors import ForgegitError
 from ..evaluation import breakdown
 from ..records import EvalResult, RunRecord, to_json
+from ..workflow_commands import safe_text
 
 
 def recorded_eval(repo: Path, commit: str, tasks_file: str) -> Optional[EvalResult]:
@@ -48,6 +49,8 @@ def command(branch: Optional[str], as_json: bool, plot_path: Optional[str], by_f
     from ..report import plot, summary_table
     click.echo(f"run {run.run_id}: {run.branch} from {run.base_branch} ({run.base_commit[:12]}), model {run.model}, status {run.status}")
     click.echo(summary_table(run))
+    if run.sandbox:  # from a note: defused like any text others can push
+        click.echo(f"sandbox: {safe_text(run.sandbox, 300)}")
     for label, c in (("validation", run.final_gate), ("sealed test", run.test)):
         if c is not None:
             ci = f" [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" if c.ci_low is not None and c.ci_high is not None else ""
