@@ -598,27 +598,36 @@ class Sandbox:
         return worker
 
     async def _handshake(self, worker: _Worker, preload: bool) -> None:
-        """Send the function sources; wait for 'ready' and record what isolation the worker got."""
+        """Two phases: the worker confines itself and reports, and only a report at the required level
+        gets the function sources (so no function code ever runs in a worker forgegit would refuse,
+        and none runs before the report, which it could otherwise forge); then wait for 'ready'."""
         assert worker.proc.stdin is not None
+        confined = await self._message(worker, "confined")
+        report = confined.get("confinement")
+        isolation = Isolation.from_report(report) if isinstance(report, dict) else unconfined("the worker sent no confinement report")
+        if not isolation.safe and not self.allow_unsafe:
+            raise SandboxRefused(isolation.refusal())
         files = {k: base64.b64encode(v).decode() for k, v in self.functions.items()}
         worker.proc.stdin.write((json.dumps({"functions": files, "preload": preload}) + "\n").encode())
         try:
             await worker.proc.stdin.drain()
         except (ConnectionError, BrokenPipeError) as exc:
             raise _WorkerDied(str(exc)) from exc
-        info = await worker.read()
-        if info.get("op") == "fatal":
-            raise ForgegitError(str(info.get("output", "")).splitlines()[0])
-        if info.get("op") != "ready":
-            raise _WorkerDied("the worker sent an unexpected message")
-        worker.info = info
-        report = info.get("confinement")
-        isolation = Isolation.from_report(report) if isinstance(report, dict) else unconfined("the worker sent no confinement report")
-        if not isolation.safe and not self.allow_unsafe:
-            raise SandboxRefused(isolation.refusal())
+        info = await self._message(worker, "ready")
+        worker.info = {**info, "confinement": report}
         if self.isolation is None:
             self.isolation, self.confinement = isolation, dict(report or {})
         self.import_errors = dict(info.get("import_errors") or {})
+
+    @staticmethod
+    async def _message(worker: _Worker, op: str) -> dict[str, Any]:
+        """The worker's next start-up message, which must be op."""
+        info = await worker.read()
+        if info.get("op") == "fatal":
+            raise ForgegitError(str(info.get("output", "")).splitlines()[0])
+        if info.get("op") != op:
+            raise _WorkerDied("the worker sent an unexpected message")
+        return info
 
 
 async def probe(limits: Optional[Limits] = None, *, allow_unsafe: bool = False, protect: Sequence[str] = ()) -> Isolation:

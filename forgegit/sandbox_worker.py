@@ -448,7 +448,13 @@ def main() -> None:
     STATE.update(proto_in=proto_in, proto_out=proto_out, out_fd=out_fd, err_fd=err_fd)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
     try:
-        info = start(cfg, here)
+        report = confine_self(cfg, here)
+    except BaseException as exc:  # noqa: BLE001
+        send({"op": "fatal", "output": f"worker start-up failed: {describe(exc)}\n{traceback.format_exc()}"})
+        os._exit(1)
+    send({"op": "confined", "confinement": report})  # before any function code exists in this process
+    try:
+        info = receive_functions(cfg)
     except BaseException as exc:  # noqa: BLE001
         send({"op": "fatal", "output": f"worker start-up failed: {describe(exc)}\n{traceback.format_exc()}"})
         os._exit(1)
@@ -456,17 +462,23 @@ def main() -> None:
     serve(os.fdopen(proto_in, "rb", buffering=1 << 16))
 
 
-def start(cfg: dict[str, Any], here: str) -> dict[str, Any]:
-    """Confine this process, then receive and import the function files."""
+def confine_self(cfg: dict[str, Any], here: str) -> dict[str, Any]:
+    """Confine this process for good (confine.py); its report, sent before any function code arrives."""
     spec = importlib.util.spec_from_file_location("_forgegit_confine", os.path.join(here, "confine.py"))
     assert spec is not None and spec.loader is not None
     confine = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = confine
     spec.loader.exec_module(confine)
-    report = confine.confine(cfg)
+    report: dict[str, Any] = confine.confine(cfg)
+    STATE["seccomp"] = bool(report.get("seccomp"))
+    return report
+
+
+def receive_functions(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Once the host accepted the report: receive the function files and import them."""
     STATE["preloaded"] = set(sys.modules)
     STATE.update(
-        pid=os.getpid(), seccomp=bool(report.get("seccomp")), workdir=cfg["workdir"],
+        pid=os.getpid(), workdir=cfg["workdir"],
         timeout=float(cfg["timeout"]), max_output=int(cfg["max_output"]), memory_mb=int(cfg["memory_mb"]),
         environ=dict(os.environ), finder=FunctionFinder(),
     )
@@ -483,7 +495,7 @@ def start(cfg: dict[str, Any], here: str) -> dict[str, Any]:
     if request.get("preload", True):
         preload()
     _flush()
-    return {"confinement": report, "import_errors": {f"{k}.py": v for k, v in IMPORT_ERRORS.items()}}
+    return {"import_errors": {f"{k}.py": v for k, v in IMPORT_ERRORS.items()}}
 
 
 if __name__ == "__main__":

@@ -129,3 +129,30 @@ def test_unsafe_sandbox_training_still_validates_and_keeps_good_edits(tmp_path: 
     run = history.load_run(repo, "forgegit/train/u1")
     assert [(a.kind, a.name, a.accepted) for a in run.epochs[0].actions] == [("add", "digit_sum", True)]
     assert run.epochs[0].kept and run.sandbox.startswith("unsafe")
+
+
+REFUSED_RUNS_NOTHING = """
+import asyncio, sys
+from forgegit.isolation import SandboxRefused
+from forgegit.sandbox import Sandbox
+marker = sys.argv[1]
+source = f"open({marker!r}, 'w').write('ran')\\n\\ndef pwn():\\n    return 1\\n".encode()
+async def main():
+    try:
+        async with Sandbox({"pwn.py": source}) as sb:
+            print("STARTED", sb.isolation.summary())
+    except SandboxRefused as exc:
+        print("REFUSED", exc)
+asyncio.run(main())
+"""
+
+
+def test_a_refused_sandbox_never_runs_any_function_code(tmp_path: Path) -> None:
+    """The worker reports its confinement before it is sent any function source: where forgegit refuses
+    (no Landlock here), module-level code never ran, so it could neither act nor forge the report."""
+    marker = tmp_path / "ran-on-import"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    proc = subprocess.run([sys.executable, str(HERE / "as_user.py"), "no-landlock", "--", sys.executable, "-c",
+                           REFUSED_RUNS_NOTHING, str(marker)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("REFUSED") and "Landlock" in proc.stdout, proc.stdout + proc.stderr
+    assert not marker.exists()
