@@ -29,7 +29,7 @@ import sys
 from types import ModuleType
 from typing import Any, Optional
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x08000000, 0x10000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 2, 4, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 CAP_LAST = 63  # capability numbers to drop from the bounding set (the kernel ignores unknown ones)
@@ -104,8 +104,9 @@ def enter_namespaces(root: bool, allowed: bool) -> int:
     """The strongest set of new namespaces the kernel grants (0 when none)."""
     if not allowed:
         return 0
-    attempts = [CLONE_NEWNS | CLONE_NEWNET, CLONE_NEWNET] if root else [
-        CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET, CLONE_NEWUSER | CLONE_NEWNET]
+    own = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC
+    attempts = [own, CLONE_NEWNET | CLONE_NEWIPC, CLONE_NEWNET] if root else [
+        CLONE_NEWUSER | own, CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC, CLONE_NEWUSER | CLONE_NEWNET]
     uid, gid = os.getuid(), os.getgid()
     for flags in attempts:
         if flags & CLONE_NEWUSER and not _works_in_child(flags, uid, gid):
@@ -140,13 +141,25 @@ def _under(path: str, top: str) -> bool:
 
 
 def python_paths(protected: list[str]) -> list[str]:
-    """The Python installation the worker reads: prefixes and sys.path, minus any that would expose a
-    protected path (the repository, HOME, forgegit's state): an entry that is or holds one is left out."""
-    candidates = {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
-    candidates |= {p for p in sys.path if p}
-    found = {q for p in candidates for q in (os.path.abspath(p), os.path.realpath(p)) if os.path.exists(q)}
+    """What of the Python installation the worker may read: the standard library and the
+    site-packages directories, and other sys.path entries; never a prefix's root (a venv's pip.conf,
+    its src/ of editable installs), and never an entry that is or holds a protected path (the
+    repository, HOME, forgegit's state). An entry inside a protected path is allowed only when it is
+    one of the installation's own library directories (a venv inside the repository)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    library = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
     guarded = {os.path.realpath(p) for p in protected if p}
-    return sorted(p for p in found if p != "/" and not any(_under(g, p) for g in guarded))
+    out: set[str] = set()
+    for entry in {*library, *(p for p in sys.path if p)}:
+        for q in {os.path.abspath(entry), os.path.realpath(entry)}:
+            if not os.path.exists(q) or q == "/" or any(_under(g, q) for g in guarded):
+                continue  # holds something protected
+            if any(_under(q, g) for g in guarded) and entry not in library:
+                continue  # inside something protected, and not the installation's own
+            out.add(q)
+    return sorted(out)
 
 
 def reach_python(python: list[str], staging: str, uid: int, gid: int) -> list[str]:
@@ -244,6 +257,7 @@ def confine(cfg: dict[str, Any]) -> dict[str, Any]:
     flags = enter_namespaces(root, bool(cfg.get("namespaces", True)))
     report["user_namespace"] = bool(flags & CLONE_NEWUSER)
     report["network_namespace"] = bool(flags & CLONE_NEWNET)
+    report["ipc_namespace"] = bool(flags & CLONE_NEWIPC)
     report["disk_quota"] = "watched"
     if flags & CLONE_NEWNS:
         try:
@@ -272,7 +286,7 @@ def confine(cfg: dict[str, Any]) -> dict[str, Any]:
 
     try:
         report["landlock"] = landlock.Ruleset(
-            read=python + list(SYSTEM_READ), write=[workdir], devices=list(DEVICES),
+            read=python + list(SYSTEM_READ) + ["/proc/self/task"], write=[workdir], devices=list(DEVICES),
         ).enforce()
     except OSError as exc:
         report["landlock"] = {"abi": landlock.abi_version(), "filesystem": False, "tcp": False, "scopes": False}

@@ -18,6 +18,7 @@ import os
 import shutil
 import random
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from .isolation import Isolation, SandboxRefused, protect_host, unconfined
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 WORKER_IDS = range(2**31 - 2**20, 2**31 - 1)  # started by root, each worker runs as its own unused uid/gid from here
 DISK_POLL_S = 0.05  # how often the host measures a worker's temp dir where no tmpfs bounds it
+DISK_SLACK = 256 * 1024 * 1024  # what others may write to the same filesystem during a watched call
 START_TIMEOUT = 60.0  # seconds for a worker to start (plus the import budget of the functions)
 ENV_COPY = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 ENV_FIXED = {
@@ -149,7 +151,7 @@ class _Worker:
             pass
         finally:
             self.kill()
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_tree(self.root)
             if self.wid is not None:
                 _ids_in_use.discard(self.wid)
 
@@ -169,25 +171,92 @@ class _Worker:
         return f"exited with code {code}"
 
 
+def _open_dir(name: str, dir_fd: Optional[int] = None) -> int:
+    """A directory fd that never follows a symlink (the worker may swap a directory for one)."""
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def _make_enterable(name: str, dir_fd: Optional[int] = None) -> bool:
+    """chmod 0700 a directory the worker made unreadable (e.g. mkdir with mode 0300), and only a real
+    directory: it is reached through an O_PATH descriptor that does not follow links."""
+    try:
+        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _disk_usage(path: str, stop_above: int) -> int:
     """Bytes allocated under path, each entry counted as at least one 4 KiB block so that a flood of
-    empty files (inodes) counts too; stops counting once past stop_above. Never follows a link."""
+    empty files (inodes) counts too; stops counting once past stop_above. Walks by descriptor and
+    never follows a link; makes directories the worker locked readable again."""
     total = 0
-    stack = [path]
-    while stack and total <= stop_above:
+    try:
+        stack = [_open_dir(path)]
+    except OSError:
+        return 0
+    while stack:
+        fd = stack.pop()
         try:
-            with os.scandir(stack.pop()) as entries:
+            with os.scandir(fd) as entries:
                 for entry in entries:
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
                     total += max(st.st_blocks * 512, 4096)
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+                    if stat.S_ISDIR(st.st_mode):
+                        try:
+                            stack.append(_open_dir(entry.name, fd))
+                        except PermissionError:
+                            if _make_enterable(entry.name, fd):
+                                try:
+                                    stack.append(_open_dir(entry.name, fd))
+                                except OSError:
+                                    pass
+                        except OSError:
+                            pass
+                    if total > stop_above:
+                        break
         except OSError:
-            continue
+            pass
+        finally:
+            os.close(fd)
+        if total > stop_above:
+            for other in stack:
+                os.close(other)
+            break
     return total
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a worker's temp dir, also where the worker made directories unreadable (never follows
+    links, and never touches a directory outside path: the temp base itself is not ours to change)."""
+    top = os.path.abspath(path)
+
+    def unlock(function: Any, failed: str, exc_info: Any) -> None:
+        for d in (os.path.dirname(failed), failed):
+            d = os.path.abspath(d)
+            if d == top or d.startswith(top + os.sep):
+                _make_enterable(d)
+
+    if os.path.isdir(top) and not os.path.islink(top):
+        shutil.rmtree(top, onerror=unlock)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _environment(workdir: str) -> dict[str, str]:
@@ -268,7 +337,7 @@ def _sweep(base: str) -> None:
             pass
         except PermissionError:
             continue  # another user's forgegit
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        _remove_tree(os.path.join(base, name))
 
 
 def _make_dirs(wid: Optional[int]) -> tuple[str, str, str]:
@@ -468,12 +537,17 @@ class Sandbox:
             return await worker.exchange(msg)
         call = asyncio.ensure_future(worker.exchange(msg))
         limit = self.limits.disk_mb * 1024 * 1024
+        free_before = _free_bytes(worker.root)
         try:
             while True:
                 done, _ = await asyncio.wait([call], timeout=DISK_POLL_S)
                 if done:
                     return call.result()
                 if _disk_usage(worker.root, limit) > limit:
+                    raise _DiskFull()
+                # Files the worker deleted but keeps open are invisible to the walk: a backstop on the
+                # filesystem's free space (with room for other writers on the same disk).
+                if free_before - _free_bytes(worker.root) > limit + max(limit, DISK_SLACK):
                     raise _DiskFull()
         finally:
             if not call.done():
@@ -520,7 +594,7 @@ class Sandbox:
         worker.kill()
         self._workers.discard(worker)
         if self._closed:
-            shutil.rmtree(worker.root, ignore_errors=True)
+            _remove_tree(worker.root)
             return
         self._background(self._replace(worker))
 
@@ -573,7 +647,7 @@ class Sandbox:
                 limit=max(1 << 24, 8 * self.limits.max_output),
             )
         except OSError as exc:
-            shutil.rmtree(root, ignore_errors=True)
+            _remove_tree(root)
             _ids_in_use.discard(wid or -1)
             raise ForgegitError(f"cannot start a sandbox worker: {exc}") from exc
         worker = _Worker(proc, root, wid=wid)

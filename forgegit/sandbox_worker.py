@@ -397,6 +397,15 @@ def send(obj: dict[str, Any]) -> None:
         data = data[os.write(fd, data):]
 
 
+def _threads() -> int:
+    """Threads of this process as the kernel counts them (also those `_thread` started, which
+    `threading` does not know); Landlock lets the worker list its own /proc/<pid>/task only."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def serve(reader: BinaryIO) -> None:
     while True:
         line = reader.readline()
@@ -410,7 +419,7 @@ def serve(reader: BinaryIO) -> None:
             guard_child()
             reply = _failure("crash", f"worker error: {describe(exc)}")
         guard_child()
-        if threading.active_count() > 1:
+        if _threads() > 1:
             reply["recycle"] = True  # threads the code started would outlive the call
         reply["id"] = msg.get("id")
         send(reply)

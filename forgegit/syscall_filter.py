@@ -10,8 +10,12 @@ What it refuses (defence in depth beside Landlock, and the only guard for what L
   memory policy aimed at any process but the worker itself;
 - new processes: fork, vfork, clone without CLONE_THREAD, clone3 (ENOSYS, so threads fall back to
   clone), execve (threads stay allowed: the memory limit then bounds the whole worker);
-- the network: socket() of every family (socketpair stays, for AF_UNIX pairs), io_uring (which can
-  open sockets and files behind seccomp's back);
+- the network: socket() of every family, connect/bind/listen/accept, sendto() with an address;
+  socketpair stays for AF_UNIX stream pairs only (asyncio's self-pipe); io_uring (which can open
+  sockets and files behind seccomp's back);
+- memory and channels outside the limits: System V shared memory, message queues and semaphores,
+  memfd_create (memory RLIMIT_AS does not count), inotify/fanotify (names of files appearing in
+  directories it cannot read); and prctl(PR_SET_PDEATHSIG), so it cannot outlive forgegit;
 - mounts and namespaces: mount and the new mount API, umount, pivot_root, chroot, unshare, setns;
 - kernel attack surface: bpf, perf_event_open, userfaultfd, keyctl/add_key/request_key, modules,
   kexec, reboot, swap, quotactl, syslog, handles (open_by_handle_at).
@@ -22,12 +26,17 @@ import errno
 
 CLONE_THREAD = 0x00010000
 AF_UNIX = 1
+SOCK_TYPE_MASK = 0xF
+SOCKET_TYPES_REFUSED = (2, 3, 4, 5, 10)  # DGRAM, RAW, RDM, SEQPACKET, PACKET: only stream pairs remain
+PR_SET_PDEATHSIG = 1
 
 REFUSED = (
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp", "process_madvise",
     "pidfd_send_signal", "tkill",
     "fork", "vfork", "execve", "execveat",
-    "socket", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "socket", "connect", "bind", "listen", "accept", "accept4", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semctl",
+    "semtimedop", "memfd_create", "memfd_secret", "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_mark",
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
     "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
@@ -65,6 +74,10 @@ def install(pid: int) -> int:
         rules += _add(flt, deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
         rules += _add(flt, seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags sit in memory: make libc use clone
         rules += _add(flt, deny, "socketpair", seccomp.Arg(0, seccomp.NE, AF_UNIX))
+        for kind in SOCKET_TYPES_REFUSED:  # a datagram pair could sendto() any UNIX socket path
+            rules += _add(flt, deny, "socketpair", seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, kind))
+        rules += _add(flt, deny, "sendto", seccomp.Arg(4, seccomp.NE, 0))  # an explicit destination address
+        rules += _add(flt, deny, "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))  # must die with forgegit
         for name in SIGNAL_SELF:
             rules += _add(flt, deny, name, seccomp.Arg(0, seccomp.NE, pid))
         for name in CALLER_ONLY:

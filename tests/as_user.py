@@ -75,7 +75,8 @@ def reach_python_as(uid: int) -> None:
     staging = os.path.join("/tmp", f"forgegit-as-user-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
     project = os.path.dirname(HERE)  # the checkout under test: its tests and (editable) forgegit package
-    confine.reach_python([*confine.python_paths([]), project], staging, uid, uid)
+    interpreter = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    confine.reach_python([*confine.python_paths([]), *interpreter, project], staging, uid, uid)
     for entry in os.listdir(staging):  # the bind mounts were moved out: only empty directories are left
         os.rmdir(os.path.join(staging, entry))
     os.rmdir(staging)

@@ -168,6 +168,57 @@ ATTACKS = {
             return f'stopped after {written} MB: {type(exc).__name__}'
         return f'WROTE {written} MB'
     """,
+    "kernel_channels": """
+        import ctypes, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        out = []
+        def attempt(label, result):
+            out.append(f"{label} {'OPENED' if result >= 0 else ctypes.get_errno()}")
+        attempt('shmget', libc.shmget(0, 1 << 20, 0o1600))  # IPC_PRIVATE, IPC_CREAT|0600: survives the worker
+        attempt('msgget', libc.msgget(0, 0o1600))
+        attempt('semget', libc.semget(0, 1, 0o1600))
+        attempt('memfd_create', libc.memfd_create(b'hoard', 0))  # memory RLIMIT_AS does not count
+        attempt('inotify_init1', libc.inotify_init1(0))
+        attempt('pdeathsig', libc.prctl(1, 0, 0, 0, 0))  # PR_SET_PDEATHSIG 0: outlive forgegit
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
+            try:
+                socket.socketpair(socket.AF_UNIX, kind)
+                out.append(f'socketpair {kind} OPENED')
+            except OSError as exc:
+                out.append(f'socketpair {kind} {type(exc).__name__}')
+        a, b = socket.socketpair()
+        try:
+            a.sendto(b'x', kw['unix'])
+            out.append('sendto OPENED')
+        except OSError as exc:
+            out.append('sendto ' + type(exc).__name__)
+        return '\\n'.join(out)
+    """,
+    "locked_dir_fill": """
+        os.mkdir('locked')
+        chunk = b'x' * (1 << 20)
+        written = 0
+        try:
+            for i in range(60):
+                with open(f'locked/f{i}', 'wb') as f:
+                    f.write(chunk)
+                    written += 1
+                if i == 0:
+                    os.chmod('locked', 0o300)  # the host (same user) can no longer list it
+            import time
+            time.sleep(1)  # give the host's watch time to look
+        except OSError as exc:
+            return f'stopped after {written} MB: {type(exc).__name__}'
+        return f'WROTE {written} MB'
+    """,
+    "os_thread": """
+        import _thread, time
+        _thread.start_new_thread(lambda: time.sleep(600), ())  # invisible to threading.active_count()
+        return os.getpid()
+    """,
+    "after_thread": """
+        return os.getpid()
+    """,
     "threads_memory": """
         import threading
         hoard, errors = [], []
@@ -199,7 +250,8 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
         assert sb.isolation is not None
         out: dict[str, Any] = {"isolation": sb.isolation.to_json(), "confinement": sb.confinement}
         for name in ATTACKS:
-            outcome = await sb.call(name, plan["args"].get(name, {}))
+            args = plan["args"].get(name, plan["args"]["network"] if name == "kernel_channels" else {})
+            outcome = await sb.call(name, args)
             out[name] = f"{outcome.error or 'ok'}: {outcome.output}"
         # The agent's `python` tool is the other attacker: the same reads from a notebook cell.
         cell = source("attack", ATTACKS["read_files"]) + f"print(attack(**{plan['args']['read_files']!r}))"

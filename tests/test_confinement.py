@@ -96,7 +96,7 @@ def attacked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
                 "secrets": [str(home / ".git-credentials"), str(home / ".config" / "gh" / "hosts.yml"),
                             str(repo / ".git" / "config"), str(repo / ".git" / "forgegit" / "cache.sqlite"),
                             str(repo / "tasks-test.jsonl"), str(p["runner"] / "secret.txt"), str(p["github_env"]),
-                            "/etc/shadow", "/root/.bashrc"],
+                            "/etc/shadow", "/root/.bashrc", os.path.join(sys.prefix, "pyvenv.cfg")],
                 "dirs": [str(home), str(repo), str(repo / "sub"), str(p["runner"]), "/proc", "/tmp"],
             },
             "write_files": {"targets": targets},
@@ -240,3 +240,20 @@ def test_workers_die_with_forgegit(mode: str) -> None:
         time.sleep(0.05)
     shutil.rmtree(tmp_path, ignore_errors=True)
     assert not Path(f"/proc/{worker}").exists(), "a worker outlived the forgegit that started it"
+
+
+def test_no_shared_memory_queue_memfd_inotify_or_datagram_channel_and_no_opting_out_of_death(attacked: dict[str, Any]) -> None:
+    """System V IPC persists and crosses users, memfds escape the memory limit, inotify watches protected
+    directories, a datagram socketpair reaches any UNIX socket, and PR_SET_PDEATHSIG 0 outlives forgegit."""
+    text = outcome(attacked, "kernel_channels")
+    assert "OPENED" not in text and "pdeathsig 1" in text, text
+
+
+def test_a_directory_the_code_locks_still_counts_against_the_quota(attacked: dict[str, Any]) -> None:
+    text = outcome(attacked, "locked_dir_fill") if not attacked["out"]["locked_dir_fill"].startswith("disk") else "disk"
+    assert "WROTE" not in text, text
+
+
+def test_a_thread_started_with_the_low_level_thread_module_gets_its_worker_recycled(attacked: dict[str, Any]) -> None:
+    assert outcome(attacked, "os_thread") != outcome(attacked, "after_thread").replace("ok: ", "ok: ")
+    assert outcome(attacked, "os_thread").split()[-1] != outcome(attacked, "after_thread").split()[-1]

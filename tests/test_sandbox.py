@@ -611,3 +611,23 @@ def test_temp_dirs_a_killed_forgegit_left_behind_are_removed_by_the_next_one(tmp
             if d.exists():
                 (d / "work").rmdir()
                 d.rmdir()
+
+
+def test_removing_a_worker_dir_never_changes_the_temp_base_and_gets_past_locked_dirs(tmp_path: Path) -> None:
+    """The host's clean-up unlocks directories the worker made unreadable (mode 0300), but only inside
+    the worker's dir: /tmp's own mode stays as it was even when the dir is already gone."""
+    from forgegit.sandbox import _remove_tree
+
+    base = tmp_path / "base"
+    base.mkdir()
+    base.chmod(0o1777)
+    gone = base / "forgegit-sandbox-gone"
+    _remove_tree(str(gone))
+    locked = base / "forgegit-sandbox-locked"
+    (locked / "work" / "deep").mkdir(parents=True)
+    (locked / "work" / "deep" / "f").write_text("x")
+    (locked / "work" / "deep").chmod(0o300)
+    (locked / "work").chmod(0)
+    _remove_tree(str(locked))
+    assert not locked.exists()
+    assert stat.S_IMODE(base.stat().st_mode) == 0o1777
