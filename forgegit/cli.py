@@ -24,6 +24,7 @@ COMMANDS = {
     "pr": "Push the training branch and open or update its pull request.",
     "demo": "Run a complete offline training against a scripted model.",
     "cache": "Inspect or clear the model-response cache.",
+    "serve": "Serve the functions of a revision as an MCP server (stdio, or --http).",
 }
 
 

@@ -1,0 +1,1 @@
+"""Thin adapters from a `forgegit.toolbox.Toolbox` to agent SDKs (each an optional extra)."""
