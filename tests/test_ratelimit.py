@@ -156,3 +156,42 @@ def test_invalid_bounds_are_rejected() -> None:
         AdaptiveLimiter(0)
     with pytest.raises(ValueError):
         AdaptiveLimiter(2, min_concurrency=3)
+
+
+# ------------------------------------------ latency that grows with concurrency (a one-at-a-time server)
+
+def test_latency_growing_with_concurrency_lowers_the_limit() -> None:
+    limiter = AdaptiveLimiter(8)
+    for c in range(1, 9):  # a serial server: the c-th request waits for the c-1 ahead of it
+        limiter.succeeded(6.0 * c, c)
+    assert limiter.limit <= 2 and limiter.latency_backoffs == 1
+
+
+def test_a_server_with_four_slots_keeps_at_least_four_at_once() -> None:
+    limiter = AdaptiveLimiter(8)
+    for _ in range(5):
+        for c in range(1, 9):
+            limiter.succeeded(6.0 * max(1, c / 4), c)  # flat up to 4 at once, then queueing
+    assert limiter.limit >= 4
+
+
+def test_latency_that_does_not_follow_concurrency_keeps_the_limit() -> None:
+    import random
+    rng = random.Random(1)
+    limiter = AdaptiveLimiter(8)
+    for i in range(300):  # a hosted API: short and long replies, busy and quiet moments, at any concurrency
+        tokens = rng.randint(1, 1000)
+        limiter.succeeded((0.5 + tokens * 0.015) * rng.uniform(1.0, 2.5), rng.randint(1, 8), tokens)
+    assert limiter.limit == 8 and limiter.latency_backoffs == 0
+
+
+def test_successes_without_latency_still_only_grow_the_limit() -> None:
+    limiter = AdaptiveLimiter(4)
+    asyncio.run(_throttle(limiter))
+    for _ in range(40):
+        limiter.succeeded()
+    assert limiter.limit == 4
+
+
+async def _throttle(limiter: AdaptiveLimiter) -> None:
+    limiter.throttled()
