@@ -8,6 +8,9 @@ Used by the tests, `forgegit demo` and the benchmarks: no network, no key, real 
 
 A script returns `text("...")`, `tool_calls(("name", {...}), ...)`, `HTTPError(...)`
 or a full chat-completion dict; it sees the parsed JSON request.
+
+`ScriptedServer(script, quirks=Quirks(...))` behaves like a local server that is strict where
+real ones are (`Quirks.llama_cpp()` is llama-cpp-python's server as forgegit first met it):
 """
 from __future__ import annotations
 
@@ -48,6 +51,97 @@ class RawResponse:
 
     body: str
     content_type: str = "application/json"
+
+
+@dataclass
+class Quirks:
+    """How a local OpenAI-compatible server departs from OpenAI's API (each off by default).
+
+    null_content_500: an assistant message with `"content": null` is answered 500 with a pydantic
+        validation error (llama-cpp-python);
+    tools_need_tool_choice: `tools` are dropped before the script sees the request unless it carries
+        `tool_choice` (llama-cpp-python's chatml-function-calling format);
+    context_length: the served context window: reported (see `report`) and enforced, a prompt longer
+        than that, counted with this server's own tokenizer (`chars_per_token`), answered 400;
+    report: how the window is reported: "llama.cpp" (/props n_ctx), "vllm" (/v1/models max_model_len),
+        "ollama" (/api/show num_ctx) or "" (not at all);
+    runaway_tokens: without `max_tokens` the model loops: the reply grows to this many tokens, taking
+        `token_seconds` each, cut with finish_reason "length"; with it, the reply is cut at max_tokens;
+    serial: one request at a time (later ones queue), like a single llama.cpp slot.
+    """
+
+    null_content_500: bool = False
+    tools_need_tool_choice: bool = False
+    context_length: int = 0
+    report: str = "llama.cpp"
+    chars_per_token: float = 3.0
+    runaway_tokens: int = 0
+    token_seconds: float = 0.0
+    serial: bool = False
+
+    @classmethod
+    def llama_cpp(cls, context_length: int = 8192, **kw: Any) -> "Quirks":
+        return cls(null_content_500=True, tools_need_tool_choice=True, context_length=context_length,
+                   runaway_tokens=kw.pop("runaway_tokens", 8000), **kw)
+
+    def prompt_tokens(self, request: dict[str, Any]) -> int:
+        """This server's own count of a request's prompt (its tokenizer is not forgegit's)."""
+        shown = [request.get("messages"), request.get("tools") if "tools" in request else None]
+        return int(len(json.dumps(shown, ensure_ascii=False)) / self.chars_per_token)
+
+    def refusal(self, request: dict[str, Any]) -> Optional["HTTPError"]:
+        if self.null_content_500:
+            for i, m in enumerate(request.get("messages") or []):
+                if isinstance(m, dict) and m.get("role") == "assistant" and "content" in m and m["content"] is None:
+                    return HTTPError(500, {"error": {"message": (
+                        f"1 validation error for ChatCompletionRequestAssistantMessage\nmessages.{i}.content\n"
+                        "  Input should be a valid string [type=string_type, input_value=None, input_type=NoneType]"),
+                        "type": "internal_server_error"}})
+        if self.context_length:
+            n = self.prompt_tokens(request)
+            if n > self.context_length:
+                return HTTPError(400, {"error": {"message": (
+                    f"Requested tokens ({n}) exceed context window of {self.context_length}"),
+                    "type": "invalid_request_error"}})
+        return None
+
+    def shape(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The request as the model sees it."""
+        if self.tools_need_tool_choice and "tool_choice" not in request:
+            request = {k: v for k, v in request.items() if k != "tools"}
+        return request
+
+    def generate(self, request: dict[str, Any], reply: "Reply") -> "Reply":
+        if not self.runaway_tokens or reply.tool_calls:
+            return reply
+        limit = request.get("max_tokens")
+        content = reply.content or ""
+        if limit is None:
+            n = self.runaway_tokens
+            if self.token_seconds:
+                time.sleep(n * self.token_seconds)
+            loop = (content + " ") * (n * 4 // max(1, len(content) + 1) + 1)
+            return Reply(content=loop[: n * 4], finish_reason="length", completion_tokens=n)
+        if len(content) > int(limit) * 4:
+            return Reply(content=content[: int(limit) * 4], finish_reason="length", completion_tokens=int(limit))
+        return reply
+
+    def report_window(self, path: str, body: Optional[dict[str, Any]], model_ids: tuple[str, ...]) -> Optional[Any]:
+        """The answer to a GET /props, GET /v1/models or POST /api/show, or None when not reported there."""
+        n, how = self.context_length, self.report if self.context_length else ""
+        if path.endswith("/models"):
+            data: list[dict[str, Any]] = [{"id": m, "object": "model"} for m in model_ids or ("local",)]
+            if how == "vllm":
+                data = [{**d, "max_model_len": n} for d in data]
+            elif how == "llama.cpp":
+                data = [{**d, "meta": {"n_ctx_train": n * 4, "n_vocab": 49152}} for d in data]
+            return {"object": "list", "data": data}
+        if path == "/props" and how == "llama.cpp":
+            return {"default_generation_settings": {"n_ctx": n}, "total_slots": 1}
+        if path == "/api/show" and how == "ollama":
+            return {"parameters": f"num_ctx                        {n}\nstop \"<|im_end|>\"",
+                    "model_info": {"llama.context_length": n * 4}}
+        return None
 
 
 Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict[str, Any]]]
@@ -96,10 +190,15 @@ def _completion(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
 class ScriptedServer:
     """Serves POST /v1/chat/completions (and GET /v1/models) from a script, on 127.0.0.1."""
 
-    def __init__(self, script: Script, *, latency: float = 0.0, model_ids: tuple[str, ...] = ()) -> None:
+    def __init__(self, script: Script, *, latency: float = 0.0, model_ids: tuple[str, ...] = (),
+                 quirks: Optional[Quirks] = None) -> None:
         self.script = script
         self.latency = latency
         self.model_ids = model_ids
+        self.quirks = quirks
+        self.refused: list[HTTPError] = []  # what the quirks refused (never reaches the script)
+        self.seen: list[dict[str, Any]] = []  # requests as the model saw them (after the quirks)
+        self._serial = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests the server was handling at once
@@ -141,12 +240,28 @@ class ScriptedServer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0].rstrip("/")
+                if server.quirks is not None:
+                    found = server.quirks.report_window(path, None, server.model_ids)
+                    if found is not None:
+                        self._send(200, json.dumps(found).encode(), "application/json", {})
+                    else:
+                        self._send(404, b'{"error": {"message": "not found"}}', "application/json", {})
+                    return
                 data = {"object": "list", "data": [{"id": m, "object": "model"} for m in server.model_ids]}
                 self._send(200, json.dumps(data).encode(), "application/json", {})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                path = self.path.split("?", 1)[0].rstrip("/")
+                if not path.endswith("/chat/completions"):
+                    found = server.quirks.report_window(path, None, server.model_ids) if server.quirks else None
+                    if found is None:
+                        self._send(404, b'{"error": {"message": "not found"}}', "application/json", {})
+                    else:
+                        self._send(200, json.dumps(found).encode(), "application/json", {})
+                    return
                 try:
                     request = json.loads(raw)
                 except ValueError:
@@ -157,10 +272,23 @@ class ScriptedServer:
                     server.requests.append(request)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                quirks = server.quirks
                 try:
-                    if server.latency:
-                        time.sleep(server.latency)
-                    out = server.script(request)
+                    with server._serial if quirks is not None and quirks.serial else contextlib.nullcontext():
+                        if server.latency:
+                            time.sleep(server.latency)
+                        refused = quirks.refusal(request) if quirks is not None else None
+                        if refused is not None:
+                            with server._lock:
+                                server.refused.append(refused)
+                            out: Any = refused
+                        else:
+                            seen = quirks.shape(request) if quirks is not None else request
+                            with server._lock:
+                                server.seen.append(seen)
+                            out = server.script(seen)
+                            if quirks is not None and isinstance(out, Reply):
+                                out = quirks.generate(seen, out)
                 except Exception as exc:  # a broken script is a 500, visible in the test
                     out = HTTPError(500, {"error": {"message": f"script raised {exc!r}", "type": "server_error"}})
                 finally:
