@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, Union
+
+T = TypeVar("T")
 
 
 def to_json(obj: Any) -> Any:
@@ -15,6 +20,111 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_json(v) for k, v in obj.items()}
     return obj
+
+
+class RecordError(ValueError):
+    """JSON that does not have a record's shape; the message names the field, e.g. `results[3].passed`."""
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _required(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type):
+        return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                "list": "a list", "dict": "an object"}.get(tp.__name__, f"a {tp.__name__} object")
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return _type_name(origin) if origin is not None else str(tp)
+
+
+def _check(tp: Any, value: Any, where: str) -> None:
+    """Raise RecordError unless value (parsed JSON) fits the type tp."""
+    if tp is Any:
+        return
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                _check(option, value, where)
+                return
+            except RecordError as exc:
+                errors.append(exc)
+        if value is not None:  # Optional[X] with a wrong X: say what X wanted
+            raise next((e for e in errors if "expected null" not in str(e)), errors[-1])
+        raise errors[-1]
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: expected {_type_name(tp)}, got {_json_type(value)}")
+        (item,) = typing.get_args(tp) or (Any,)
+        for i, v in enumerate(value):
+            _check(item, v, f"{where}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: expected {_type_name(tp)}, got {_json_type(value)}")
+        _, item = typing.get_args(tp) or (str, Any)
+        for k, v in value.items():
+            _check(item, v, f"{where}.{k}")
+        return
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        check(tp, value, where)
+        return
+    ok = {
+        type(None): value is None,
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    if not ok:
+        raise RecordError(f"{where}: expected {_type_name(tp)}, got {_json_type(value)}")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def check(cls: type, data: Any, where: str = "") -> None:
+    """Raise RecordError unless data (parsed JSON) can be read as the record class cls: an object with
+    every required field, each of the declared JSON type (unknown fields are allowed and ignored)."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: expected {_type_name(cls)}, got {_json_type(data)}")
+    missing = [name for name in _required(cls) if name not in data]
+    if missing:
+        raise RecordError(f"{where}: missing field {missing[0]!r}")
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            _check(hints[f.name], data[f.name], f"{where}.{f.name}")
+
+
+def parse(cls: type[T], data: Any, where: str = "") -> T:
+    """The record cls read from JSON data, or RecordError saying which field is wrong."""
+    check(cls, data, where)
+    result: T = getattr(cls, "from_json")(data)
+    return result
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """d without the keys cls has no field for (a newer forgegit's additions)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass
@@ -41,8 +151,7 @@ class Usage:
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Usage":
-        d = d or {}
-        return cls(**{k: d[k] for k in ("prompt_tokens", "completion_tokens", "calls", "cached_calls", "cost") if k in d})
+        return cls(**_known(cls, d or {}))
 
 
 @dataclass
@@ -63,7 +172,7 @@ class TaskResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TaskResult":
-        d = dict(d)
+        d = _known(cls, d)
         d["usage"] = Usage.from_json(d.get("usage"))
         return cls(**d)
 
@@ -111,9 +220,7 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EvalResult":
-        d = dict(d)
-        d.pop("score", None)
-        d.pop("tokens", None)
+        d = _known(cls, d)  # drops the derived "score" and "tokens"
         d["usage"] = Usage.from_json(d.get("usage"))
         d["results"] = [TaskResult.from_json(r) for r in d.get("results", [])]
         return cls(**d)
@@ -135,7 +242,7 @@ class GateDecision:
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "GateDecision | None":
-        return cls(**d) if d else None
+        return cls(**_known(cls, d)) if d else None
 
 
 @dataclass
@@ -174,8 +281,8 @@ class EpochRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EpochRecord":
-        d = dict(d)
-        d["actions"] = [ActionRecord(**a) for a in d.get("actions", [])]
+        d = _known(cls, d)
+        d["actions"] = [ActionRecord(**_known(ActionRecord, a)) for a in d.get("actions", [])]
         d["gate"] = GateDecision.from_json(d.get("gate"))
         d["usage"] = Usage.from_json(d.get("usage"))
         return cls(**d)
@@ -201,7 +308,7 @@ class Comparison:
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Comparison | None":
-        return cls(**d) if d else None
+        return cls(**_known(cls, d)) if d else None
 
 
 @dataclass
@@ -229,6 +336,8 @@ class RunRecord:
     usage: Usage = field(default_factory=Usage)
     settings: dict[str, Any] = field(default_factory=dict)
     sandbox: str = ""  # the isolation level the run's sandbox reached, e.g. "secrets-safe (landlock abi 7, seccomp, ...)"
+    started: str = ""  # UTC ISO times: when the run began, and when its record was last saved
+    updated: str = ""
 
     @property
     def improved(self) -> bool:
@@ -236,7 +345,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunRecord":
-        d = dict(d)
+        d = _known(cls, d)
         d["epochs"] = [EpochRecord.from_json(e) for e in d.get("epochs", [])]
         d["final_gate"] = Comparison.from_json(d.get("final_gate"))
         d["test"] = Comparison.from_json(d.get("test"))

@@ -8,11 +8,11 @@ from typing import Any, Optional
 
 import click
 
-from .. import evalstore, git
+from .. import evalstore, git, safejson
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown
 from ..isolation import Isolation
-from ..records import EvalResult, Usage
+from ..records import EvalResult, Usage, parse
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
 from ._sandbox import announce_sandbox
@@ -59,8 +59,8 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     parts: list[EvalResult] = []
     for f in files:
         try:
-            parts.append(EvalResult.from_json(json.loads(Path(f).read_text())))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+            parts.append(parse(EvalResult, safejson.loads(Path(f).read_bytes())))
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, too deep, or not a result's shape
             raise ForgegitError(f"{f}: not a shard result written by `forgegit eval --out` ({exc})") from None
     trees = {p.tree for p in parts}
     if trees != {git.functions_tree(ws.root, commit)}:
