@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import safejson
 from .errors import ForgegitError
+
+MAX_LINE_BYTES = 1 << 20  # one task line
+MAX_DEPTH = 32  # how deeply a task line's JSON may nest (forgegit's notes hold it a few levels deeper)
 
 
 class TaskFileError(ForgegitError):
@@ -64,8 +68,27 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _check_types(obj: dict[str, Any], path: str, lineno: int, question_field: str, answer_field: str) -> None:
+    """The question is text or a number, the answer text, a number or true/false, the id text or an integer."""
+    for name, allowed, kinds in ((question_field, (str, int, float), "a string or a number"),
+                                 (answer_field, (str, int, float, bool), "a string, a number or true/false")):
+        value = obj[name]
+        if not isinstance(value, allowed) or (name == question_field and isinstance(value, bool)):
+            raise TaskFileError(f"{path}:{lineno}: field {name!r} must be {kinds}, got {_kind(value)}")
+    task_id = obj.get("id")
+    if task_id is not None and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)):
+        raise TaskFileError(f"{path}:{lineno}: field 'id' must be a string or an integer, got {_kind(task_id)}")
+
+
 def parse_tasks(data: bytes, path: str, question_field: str = "question", answer_field: str = "answer") -> TaskSet:
-    """Parse JSONL task data; every problem names `path:line`."""
+    """Parse JSONL task data; every problem names `path:line`. Lines are checked in full before any
+    model call is made: their size, how deeply they nest, and the types of question, answer and id
+    (so nothing in a task can break the result note that is written after the calls were paid for)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -75,10 +98,14 @@ def parse_tasks(data: bytes, path: str, question_field: str = "question", answer
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        size = len(line.encode("utf-8", "surrogatepass"))
+        if size > MAX_LINE_BYTES:
+            raise TaskFileError(f"{path}:{lineno}: the line is {size:,} bytes long (a task line may have at most {MAX_LINE_BYTES:,})")
         try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise TaskFileError(f"{path}:{lineno}: not valid JSON ({exc.args[0].split(':')[0]})") from None
+            obj = safejson.loads(line, max_depth=MAX_DEPTH)
+        except safejson.JSONError as exc:
+            why = str(exc) if "nested" in str(exc) else exc.args[0].split(":")[0]
+            raise TaskFileError(f"{path}:{lineno}: not valid JSON ({why})") from None
         if not isinstance(obj, dict):
             raise TaskFileError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         for name in (question_field, answer_field):
@@ -87,6 +114,7 @@ def parse_tasks(data: bytes, path: str, question_field: str = "question", answer
                 raise TaskFileError(
                     f"{path}:{lineno}: missing field {name!r} (fields here: {have}; "
                     f"use --question-field/--answer-field to map them)")
+        _check_types(obj, path, lineno, question_field, answer_field)
         task_id = _text(obj["id"]) if obj.get("id") not in (None, "") else f"line-{lineno}"
         if task_id in seen:
             raise TaskFileError(f"{path}:{lineno}: duplicate task id {task_id!r} (first on line {seen[task_id]})")

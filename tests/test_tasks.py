@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from forgegit import demo
 from forgegit.tasks import TaskFileError, load_tasks, parse_tasks
 
 
@@ -71,3 +76,50 @@ def test_any_bytes_either_parse_or_raise_a_task_file_error(data: bytes) -> None:
         assert str(exc).startswith("f.jsonl")
     else:
         assert len(ts) >= 1
+
+
+# --------------------------------------------------------------------------- checked before any model call
+
+
+def nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"more": value}
+    return value
+
+
+@pytest.mark.parametrize("line, message", [
+    (json.dumps({"question": "q", "answer": "a", "meta": nested(600)}), "tasks.jsonl:2: not valid JSON (nested too deeply"),
+    ('{"question": "q", "answer": "a", "meta": ' + "[" * 100000 + "]" * 100000 + "}", "tasks.jsonl:2: not valid JSON (nested too deeply"),
+    (json.dumps({"question": "q", "answer": "a", "notes": "x" * (2 << 20)}), "tasks.jsonl:2: the line is 2,097,197 bytes long (a task line may have at most 1,048,576)"),
+    (json.dumps({"question": ["q"], "answer": "a"}), "tasks.jsonl:2: field 'question' must be a string or a number, got a list"),
+    (json.dumps({"question": "q", "answer": {"value": 1}}), "tasks.jsonl:2: field 'answer' must be a string, a number or true/false, got an object"),
+    (json.dumps({"id": {"x": 1}, "question": "q", "answer": "a"}), "tasks.jsonl:2: field 'id' must be a string or an integer, got an object"),
+])
+def test_a_task_line_too_deep_too_big_or_of_the_wrong_type_is_refused_at_loading(
+        tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(TaskFileError) as err:
+        load_tasks(write(tmp_path, ['{"question": "q0", "answer": "a0"}', line]))
+    assert message in str(err.value)
+
+
+@pytest.mark.faults
+def test_a_deeply_nested_task_line_fails_before_any_model_call_is_paid_for(
+        tmp_path: Path, scripted: Any, record_property: Any) -> None:
+    """A task 600 levels deep used to load, cost every model call of the evaluation, then break the note."""
+    repo = demo.make_repo(tmp_path / "repo")
+    tasks = [dict(t) for t in demo.TASKS]
+    tasks[3]["meta"] = nested(600)
+    (repo / "tasks" / "deep.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    server = scripted(demo.make_script())
+    env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.run([sys.executable, "-m", "forgegit", "eval", "--tasks", "tasks/deep.jsonl"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    record_property("fault", "a task line nested 600 deep")
+    record_property("injected", 1)
+    record_property("data_lost", 0)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("forgegit: error: "), lines
+    assert lines[0].endswith("tasks/deep.jsonl:4: not valid JSON (nested too deeply: 601 levels, at most 32)"), lines
+    assert server.calls == 0
