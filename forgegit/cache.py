@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import safejson
 from .errors import ForgegitError
 
 BUSY_TIMEOUT_S = 30.0
@@ -26,6 +27,14 @@ def request_key(model: str, messages: list[dict[str, Any]], tools: list[dict[str
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _logged(text: str) -> Any:
+    """A logged request or response, decoded (a damaged one as a note saying so)."""
+    try:
+        return safejson.loads(text, max_depth=256)
+    except ValueError as exc:
+        return {"undecodable": str(exc)}
 
 
 def is_deterministic(params: dict[str, Any]) -> bool:
@@ -140,8 +149,8 @@ class ResponseCache:
     def _decode(text: str) -> dict[str, Any] | None:
         """A stored response, or None when it is damaged (then it is treated as a miss)."""
         try:
-            value = json.loads(text)
-        except ValueError:
+            value = safejson.loads(text)
+        except ValueError:  # not JSON, or nested too deeply to be a reply
             return None
         return value if isinstance(value, dict) else None
 
@@ -185,8 +194,8 @@ class ResponseCache:
         rows = []
         for values in fetched:
             row = dict(zip(names, values))
-            row["request"] = json.loads(row["request"])
-            row["response"] = None if row["response"] is None else json.loads(row["response"])
+            row["request"] = _logged(row["request"])
+            row["response"] = None if row["response"] is None else _logged(row["response"])
             row["cached"] = bool(row["cached"])
             rows.append(row)
         return rows

@@ -222,8 +222,8 @@ def schema_for_annotation(node: ast.expr) -> dict[str, Any]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a quoted annotation: "int"
         try:
             inner = ast.parse(node.value.strip(), mode="eval").body
-        except SyntaxError as exc:
-            raise UnsupportedType(f"the quoted annotation {node.value!r} is not a type") from exc
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            raise UnsupportedType(f"the quoted annotation {node.value[:80]!r} is not a type") from exc
         return schema_for_annotation(inner)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _union([schema_for_annotation(node.left), schema_for_annotation(node.right)])
