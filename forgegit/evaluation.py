@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, git
+from . import evalstore, git, safejson
 from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
 from .checkers import get_checker
 from .config import Settings
 from .errors import ForgegitError
 from .functions import load_specs
 from .llm import LLM
-from .records import EvalResult, TaskResult, Usage
+from .records import EvalResult, TaskResult, Usage, parse, to_json
 from .isolation import Isolation
 from .sandbox import Limits, Sandbox
 from .tasks import Task, TaskSet
@@ -52,6 +52,30 @@ def save_trajectory(directory: Path, task: Task, t: Trajectory, result: TaskResu
     (directory / f"{_safe_name(task.id)}.json").write_text(json.dumps(data, indent=1, default=str))
 
 
+def checkpoint_path(repo: Path, key: str) -> Path:
+    """Where an evaluation in progress keeps its finished tasks (one JSON line each)."""
+    return git.state_dir(repo) / "checkpoints" / f"{key}.jsonl"
+
+
+def load_checkpoint(path: Path, tasks: TaskSet) -> dict[str, TaskResult]:
+    """The finished task results an interrupted evaluation left at path, for tasks of this task set.
+    A line that does not read as a task result (e.g. the one being written at a kill) is skipped."""
+    wanted = {t.id for t in tasks.tasks}
+    done: dict[str, TaskResult] = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return done
+    for line in lines:
+        try:
+            r = parse(TaskResult, safejson.loads(line))
+        except ValueError:
+            continue
+        if r.task_id in wanted:
+            done[r.task_id] = r
+    return done
+
+
 def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
     """The saved messages of an evaluation's tasks, by task id ({} when they are not on this machine)."""
     d = trajectories_dir(repo, key)
@@ -59,9 +83,9 @@ def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
     if d.is_dir():
         for p in sorted(d.glob("*.json")):
             try:
-                data = json.loads(p.read_text())
+                data = safejson.loads(p.read_bytes())
                 out[str(data["task_id"])] = list(data.get("messages") or [])
-            except (ValueError, KeyError, OSError):
+            except (ValueError, KeyError, OSError, TypeError, AttributeError):
                 continue
     return out
 
@@ -96,7 +120,7 @@ class Evaluator:
         key = key or evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
         hit = self._fresh.get(key)
         if hit is None and self.settings.cache:
-            hit = evalstore.find(self.repo, key, commit)
+            hit = evalstore.find(self.repo, key, commit, [t.id for t in tasks.tasks])
         if hit is not None and hit.revision != commit:
             hit = dataclasses.replace(hit, revision=commit)
             evalstore.record(self.repo, commit, hit)
@@ -117,6 +141,7 @@ class Evaluator:
         self._fresh[key] = result
         if record:
             evalstore.record(self.repo, commit, result)
+        checkpoint_path(self.repo, key).unlink(missing_ok=True)  # the note (or this evaluator) has it all now
         return result, False
 
     async def _run(self, commit: str, tree: str, key: str, tasks: TaskSet) -> EvalResult:
@@ -131,8 +156,13 @@ class Evaluator:
         tdir = trajectories_dir(self.repo, key)
         limits = sandbox_limits(s)
         sem = asyncio.Semaphore(s.concurrency)
-        results: dict[str, TaskResult] = {}
+        # Tasks an interrupted evaluation of the same key finished are not run again (unless --no-cache).
+        ckpt = checkpoint_path(self.repo, key)
+        results: dict[str, TaskResult] = load_checkpoint(ckpt, tasks) if s.cache else {}
         usage = Usage()
+        for done in results.values():
+            usage.add(done.usage)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(files, limits, workers=max(1, min(s.concurrency, 4)), allow_unsafe=s.sandbox == "unsafe",
                           protect=[str(self.repo)])
         async with sandbox:
@@ -158,11 +188,14 @@ class Evaluator:
                 )
                 save_trajectory(tdir, task, t, r)
                 results[task.id] = r
+                ckpt_file.write(json.dumps(to_json(r), sort_keys=True) + "\n")
+                ckpt_file.flush()
                 usage.add(t.usage)
                 if self.progress:
                     self.progress(len(results), len(tasks), r)
 
-            jobs = [asyncio.ensure_future(one(t)) for t in tasks.tasks]
+            ckpt_file = open(ckpt, "a", encoding="utf-8")
+            jobs = [asyncio.ensure_future(one(t)) for t in tasks.tasks if t.id not in results]
             try:
                 await asyncio.gather(*jobs)
             except BaseException:
@@ -170,6 +203,8 @@ class Evaluator:
                     j.cancel()
                 await asyncio.gather(*jobs, return_exceptions=True)
                 raise
+            finally:
+                ckpt_file.close()
         ordered = [results[t.id] for t in tasks.tasks]
         return EvalResult(
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,

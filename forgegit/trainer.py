@@ -6,9 +6,13 @@ branch holding whole epochs only, so `--resume` can pick up after a crash at any
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import errno
+import fcntl
 import functools
 import os
+import re
 import secrets
 import signal
 import shutil
@@ -46,54 +50,60 @@ def new_run_id() -> str:
 
 
 class TrainLock:
-    """One training per repository: a lock file with the owner's pid; stale locks are cleaned."""
+    """One training per repository, for the life of the run: an exclusive `flock` on
+    `.git/forgegit/train.lock`. The kernel releases it when the holder dies, however it dies, so a
+    lock is never stale; the pid and run id written in the file are information for the messages only."""
 
     def __init__(self, repo: Path, run_id: str, echo: Echo) -> None:
         self.path = git.state_dir(repo) / "train.lock"
         self.run_id = run_id
         self.echo = echo
+        self._fd: Optional[int] = None
 
     def __enter__(self) -> "TrainLock":
-        for _ in range(2):
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._handle_existing()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise ForgegitError(f"cannot take the training lock {self.path}: {exc.strerror}") from None
+                pid, other = self._holder()
+                raise ForgegitError(
+                    f"another `forgegit train` (pid {pid}, run {safe_text(other, 100)}) is running on this repository; "
+                    f"wait for it or stop it (lock: {self.path})") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the run that held it finished and removed the file meanwhile: lock the new one
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {self.run_id}\n")
+            pid, other = self._holder()
+            if pid != "?" and pid != str(os.getpid()):
+                self.echo(f"removed a stale training lock left by pid {pid} (run {safe_text(other, 100)})")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {self.run_id}\n".encode(), 0)
+            self._fd = fd
             return self
         raise ForgegitError(f"cannot take the training lock {self.path}")
 
-    def _handle_existing(self) -> None:
+    def _holder(self) -> tuple[str, str]:
+        """(pid, run id) as written in the lock file ("?" where unreadable)."""
         try:
-            pid_text, _, other = self.path.read_text().partition(" ")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            pid, other = -1, "?"
-        if pid > 0 and _alive(pid):
-            raise ForgegitError(
-                f"another `forgegit train` (pid {pid}, run {other.strip()}) is running on this repository; "
-                f"wait for it or stop it (lock: {self.path})")
-        self.echo(f"removed a stale training lock left by pid {pid} (run {safe_text(other.strip(), 100)})")
-        self.path.unlink(missing_ok=True)
+            pid, _, other = self.path.read_text().partition(" ")
+        except OSError:
+            return "?", "?"
+        pid = pid.strip()
+        return (pid if pid.isdigit() else "?"), (other.strip() or "?")
 
     def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed child not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still holding it: a waiter then sees another inode
+        os.close(self._fd)
+        self._fd = None
 
 
 # ---------------------------------------------------------------------------- worktree
@@ -104,18 +114,41 @@ class Worktree:
 
     def __init__(self, repo: Path, run_id: str) -> None:
         self.repo = repo
+        self.run_id = run_id
         self.path = git.state_dir(repo) / "worktrees" / run_id
 
     def open(self, commit: str, echo: Echo) -> None:
-        """A detached checkout of commit; stale worktrees of an interrupted run are cleaned first."""
-        git.run(["worktree", "prune"], self.repo)
-        if self.path.exists():
-            echo(f"cleaning the worktree left by an interrupted run: {self.path}")
-            git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
-            shutil.rmtree(self.path, ignore_errors=True)
-            git.run(["worktree", "prune"], self.repo)
+        """A detached checkout of commit; what interrupted runs left behind is cleaned first."""
+        self.clean_stale(echo)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         git.run(["worktree", "add", "--quiet", "--detach", str(self.path), commit], self.repo)
+
+    def clean_stale(self, echo: Echo) -> None:
+        """Remove every worktree state a killed run can leave: forgegit's own worktrees (registered,
+        locked by a `git worktree add` that never finished, or only half written) and their
+        `.git/worktrees/<id>` entries. Called under the training lock, so no live run owns any of them."""
+        git.run(["worktree", "prune"], self.repo, check=False)
+        ours = self.path.parent.resolve()
+        admin = git.common_dir(self.repo) / "worktrees"
+        entries = sorted(admin.iterdir()) if admin.is_dir() else []
+        for entry in entries:
+            target = _worktree_of(entry)
+            if target is None:  # killed before git wrote gitdir: ours only by name
+                if not re.fullmatch(re.escape(self.run_id) + r"[0-9]*", entry.name):
+                    continue
+            elif target.parent != ours:
+                continue  # the user's own worktree
+            where = target or entry
+            echo(f"cleaning the worktree left by an interrupted run: {safe_text(where, 300)}")
+            if target is not None:
+                git.run(["worktree", "unlock", str(target)], self.repo, check=False)
+                git.run(["worktree", "remove", "--force", "--force", str(target)], self.repo, check=False)
+                shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(entry, ignore_errors=True)
+        if self.path.exists():  # a checkout git no longer knows about
+            echo(f"cleaning the worktree left by an interrupted run: {self.path}")
+            shutil.rmtree(self.path, ignore_errors=True)
+        git.run(["worktree", "prune"], self.repo, check=False)
 
     def git(self, *args: str, **kw: Any) -> str:
         return git.out(list(args), self.path, **kw)
@@ -124,9 +157,19 @@ class Worktree:
         return self.git("rev-parse", "HEAD")
 
     def close(self) -> None:
-        git.run(["worktree", "remove", "--force", str(self.path)], self.repo, check=False)
+        git.run(["worktree", "unlock", str(self.path)], self.repo, check=False)
+        git.run(["worktree", "remove", "--force", "--force", str(self.path)], self.repo, check=False)
         shutil.rmtree(self.path, ignore_errors=True)
         git.run(["worktree", "prune"], self.repo, check=False)
+
+
+def _worktree_of(entry: Path) -> Optional[Path]:
+    """The checkout a `.git/worktrees/<id>` entry belongs to (from its gitdir file), or None."""
+    try:
+        gitdir = (entry / "gitdir").read_text().strip()
+    except OSError:
+        return None
+    return Path(gitdir).resolve().parent if gitdir else None
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -196,6 +239,14 @@ class Trainer:
     # -- the loop
 
     async def train(self) -> RunRecord:
+        """Run epochs until a stop reason, then the final gate. Interrupted (Ctrl-C), it says how to resume."""
+        try:
+            return await self._train()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            self.echo(f"interrupted: continue with `forgegit train --resume --run-id {self.run.run_id}`")
+            raise
+
+    async def _train(self) -> RunRecord:
         run = self.run
         if run.status == "finished":
             self.echo(f"run {run.run_id} is already finished")
@@ -204,6 +255,7 @@ class Trainer:
         if not run.epochs:
             run.baseline_score = base_eval.score
             run.baseline_val_score = await self._val_score(run.base_commit, base_eval)
+            history.save_run(self.repo, run)  # `log` shows the baseline even if the run stops now
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
         while run.status == "running":
             stop = self._stop_reason()
@@ -240,8 +292,16 @@ class Trainer:
         if self.evaluator.isolation is not None:
             self.run.sandbox = self.evaluator.isolation.summary()
         self.last_spent = Usage() if reused else result.usage
-        self.run.usage.add(self.last_spent)
+        self._spend(self.last_spent)
         return result
+
+    def _spend(self, usage: Usage) -> None:
+        """Add what model calls cost to the run's usage, saved at once: a resumed run's totals (and
+        its --budget) include what was spent before the interruption, whose calls then come from
+        the response cache at no cost."""
+        self.run.usage.add(usage)
+        if usage.calls or usage.total_tokens or usage.cost:
+            history.save_run(self.repo, self.run)
 
     async def _val_score(self, commit: str, train_result: EvalResult) -> float:
         """The validation score of commit for the learning curve (free when validation is the training set)."""
@@ -275,7 +335,7 @@ class Trainer:
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
         )
-        run.usage.add(proposal.usage)
+        self._spend(proposal.usage)
         crashpoint("after-optimizer")
         records = [ActionRecord(a.kind, a.name, True) for a in proposal.actions] + list(proposal.rejected)
         for r in proposal.rejected:  # the optimizer's own text: one line each, no workflow command

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from conftest import git, run_outcome
 from forgegit import demo, history
 from forgegit.cli import cli
 from forgegit.scripted import text, tool_calls
+from forgegit.trainer import TrainLock
 
 CRASH_POINTS = ["after-optimizer", "after-write", "after-commit", "after-eval", "after-note",
                 "during-revert", "after-record"]
@@ -128,13 +130,61 @@ def test_no_merge_when_nothing_improves(tmp_path: Path, scripted: Any, llm_env: 
 
 def test_a_second_training_while_one_runs_is_refused(trained_repo: Any) -> None:
     repo, _ = trained_repo
-    lock = Path(git(repo, "rev-parse", "--git-common-dir")).resolve() / "forgegit" / "train.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(f"{os.getpid()} other-run\n")
-    result = CliRunner().invoke(cli, ["train", "--run-id", "t6"])
+    with TrainLock(repo, "other-run", print):  # what a running `forgegit train` holds
+        result = CliRunner().invoke(cli, ["train", "--run-id", "t6"])
     assert result.exit_code != 0
-    assert "another `forgegit train`" in str(result.exception)
+    assert f"another `forgegit train` (pid {os.getpid()}, run other-run)" in str(result.exception)
     assert not git(repo, "branch", "--list", "forgegit/train/t6")
+
+
+LOCK_TAKER = """
+import sys, time
+from pathlib import Path
+from forgegit.errors import ForgegitError
+from forgegit.trainer import TrainLock
+repo, name, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time() - 0.2))
+while time.time() < start:
+    pass
+try:
+    with TrainLock(repo, name, lambda line: time.sleep(0.3)):  # a slow terminal while the message prints
+        print("held", time.time(), flush=True)
+        time.sleep(1.5)
+        print("released", time.time(), flush=True)
+except ForgegitError as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+@pytest.mark.faults
+def test_two_trainings_started_together_over_a_stale_lock_never_both_run(tmp_path: Path, record_property: Any) -> None:
+    """8 trainings start at the same instant while a dead run's lock file is still there: exactly one
+    holds the lock, the others are refused with one line naming it (removing the stale file after
+    reading it let several through)."""
+    repo = demo.make_repo(tmp_path / "repo")
+    lock = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "forgegit" / "train.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    overlaps = 0
+    rounds = 3
+    for _ in range(rounds):
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        lock.write_text(f"{dead.pid} killed-run\n")
+        start = time.time() + 6.0
+        procs = [subprocess.Popen([sys.executable, "-c", LOCK_TAKER, str(repo), f"r{i}", str(start)],
+                                  stdout=subprocess.PIPE, text=True) for i in range(8)]
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+        held = [o for o in outs if o.startswith("held")]
+        spans = sorted((float(o.split()[1]), float(o.split()[3])) for o in held)
+        overlaps += sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])  # held while another held it
+        refused = [o for o in outs if o.startswith("refused")]
+        assert len(held) + len(refused) == 8, outs
+        assert all("another `forgegit train`" in o and "is running on this repository" in o for o in refused), refused
+    record_property("fault", "8 trainings started at once over a stale lock (3 rounds)")
+    record_property("injected", rounds)
+    record_property("data_lost", overlaps)
+    assert overlaps == 0, f"the lock was held by more than one training {overlaps} time(s)"
+    assert not lock.exists()
 
 
 def test_resume_of_a_finished_run_with_a_scored_test_split_is_refused(trained_repo: Any) -> None:
