@@ -541,10 +541,10 @@ class Sandbox:
         try:
             while True:
                 done, _ = await asyncio.wait([call], timeout=DISK_POLL_S)
+                if _disk_usage(worker.root, limit) > limit:
+                    raise _DiskFull()  # also a call that finished between two looks
                 if done:
                     return call.result()
-                if _disk_usage(worker.root, limit) > limit:
-                    raise _DiskFull()
                 # Files the worker deleted but keeps open are invisible to the walk: a backstop on the
                 # filesystem's free space (with room for other writers on the same disk).
                 if free_before - _free_bytes(worker.root) > limit + max(limit, DISK_SLACK):
