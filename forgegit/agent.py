@@ -4,14 +4,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Union
 
+from . import safejson
 from .errors import ForgegitError
-from .llm import LLM, ChatResult, LLMError
+from .llm import LLM, TASK_FAILURES, ChatResult, LLMError
 from .records import Usage
 from .tasks import Task
 
@@ -70,7 +70,7 @@ class Toolbox:
         """Run one tool call; returns (result text, ok). Bad calls become error text for the model."""
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments or "{}")
+                arguments = safejson.loads(arguments or "{}")  # too deep is invalid JSON too
             except ValueError as exc:
                 return f"Error: the arguments are not valid JSON ({exc.args[0]})", False
         if not isinstance(arguments, dict):
@@ -132,7 +132,9 @@ async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
         try:
             reply = await ctx.chat(messages, tools=ctx.tools or None, temperature=temperature)
         except LLMError as exc:
-            if exc.kind == "content_filter":  # this task tripped the filter; the others may not
+            # This task's request tripped the filter, timed out or its conversation outgrew the context
+            # (a first request that does not fit is the settings' fault: it ends the run); the others may not.
+            if exc.kind in TASK_FAILURES or (exc.kind == "context_length" and t.turns > 0):
                 t.stop, t.error = "llm_error", str(exc)
                 break
             raise
@@ -193,8 +195,10 @@ async def run_agent(agent: AgentFn, task: Task, ctx: AgentContext) -> Trajectory
         if inspect.isawaitable(out):
             out = await out
         t = _as_trajectory(out, ctx)
-    except LLMError:
-        raise
+    except LLMError as exc:
+        if exc.kind not in TASK_FAILURES:
+            raise  # the endpoint is down or refuses every request: the run cannot go on
+        t = Trajectory([], None, "llm_error", error=str(exc), usage=ctx.usage)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

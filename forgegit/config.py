@@ -38,6 +38,11 @@ class Settings:
     max_turns: int = field(default=8, metadata={"doc": "Most model turns the built-in agent takes on one task."})
     temperature: float = field(default=0.0, metadata={"doc": "Sampling temperature for the agent (0 makes responses cacheable)."})
     python_tool: bool = field(default=True, metadata={"doc": "Offer the agent a `python` tool that runs code with the functions importable."})
+    max_tokens: int = field(default=1024, metadata={"doc": "Most tokens of one agent reply (sent as max_tokens; 0 sends none, the server decides)."})
+    optimizer_max_tokens: int = field(default=4096, metadata={"doc": "Most tokens of one optimizer reply (0 sends none)."})
+    timeout: float = field(default=300.0, metadata={"doc": "Seconds one model request may take (--timeout); a task whose request times out fails, the run goes on."})
+    tool_choice: str = field(default="auto", metadata={"doc": "tool_choice sent with every request that offers tools (some servers ignore tools without it); empty sends none."})
+    context_window: int = field(default=0, metadata={"doc": "The model's context window in tokens; 0 asks the server (llama.cpp, vLLM and Ollama report it)."})
     concurrency: int = field(default=8, metadata={"doc": "Most tasks evaluated at once."})
     tool_timeout: float = field(default=10.0, metadata={"doc": "Seconds one function call may run in the sandbox."})
     memory_mb: int = field(default=512, metadata={"doc": "Memory limit of a sandbox worker, in MiB."})
@@ -112,6 +117,12 @@ def validate(s: Settings, where: str = "settings") -> None:
     for name, v in positive.items():
         if v < 1:
             raise ConfigError(f"{where}: {name} must be at least 1, got {v}")
+    if s.max_tokens < 0 or s.optimizer_max_tokens < 0 or s.context_window < 0:
+        raise ConfigError(f"{where}: max_tokens, optimizer_max_tokens and context_window must be >= 0 (0: not set)")
+    if s.timeout <= 0:
+        raise ConfigError(f"{where}: timeout must be positive, got {s.timeout}")
+    if s.tool_choice not in ("", "auto", "required", "none"):
+        raise ConfigError(f"{where}: tool_choice must be auto, required, none or empty (send none), got {s.tool_choice!r}")
     if s.tool_timeout <= 0:
         raise ConfigError(f"{where}: tool_timeout must be positive, got {s.tool_timeout}")
     if s.epochs < 0 or s.patience < 1 or s.max_actions < 1:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -17,12 +18,28 @@ try:  # openai >= 3 sends requests through httpx2, earlier versions through http
 except ImportError:  # pragma: no cover
     from httpx import Response as _HTTP_RESPONSE  # type: ignore[no-redef, import-not-found, unused-ignore]
 
+from . import safejson
 from .errors import ForgegitError
 from .records import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_BACKOFF_ENV = "FORGEGIT_RETRY_BACKOFF"  # seconds before the first retry (doubles each time)
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+OLLAMA_DEFAULT_CTX = 4096
+# "exceed context window of 8192" (llama-cpp-python), "maximum context length is 8192 tokens" (OpenAI, vLLM)
+_TOLD_WINDOW = re.compile(r"context (?:window|length) (?:of|is) (\d+)", re.I)
+# Failures of one task's request, not of the run: the agent records the task as failed and goes on.
+# (A context-length refusal is one too once the agent's conversation has grown: see agent.py.)
+TASK_FAILURES = ("content_filter", "timeout")
+# A 5xx whose message reads like one of these is the server refusing the request, not an outage:
+# retrying sends the same request to the same refusal (llama-cpp-python answers 500 to a pydantic
+# validation error, some servers 500 to an over-long prompt).
+_REFUSAL = re.compile(
+    r"validation error|validationerror|input should be|field required|unprocessable|"
+    r"is not valid|invalid (?:value|type|request|param)|must be (?:a|an|of) ", re.I)
+_CONTEXT_LENGTH = re.compile(
+    r"context.{0,12}(?:length|window|size)|maximum context|too many tokens|prompt is too long|"
+    r"exceeds? (?:the )?(?:model'?s? )?(?:context|maximum|max)|longer than the model", re.I)
 
 
 class LLMError(ForgegitError):
@@ -63,11 +80,21 @@ class Endpoint:
         return cls(url.rstrip("/"), key)
 
 
+def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """messages as sent: a null content (an assistant turn that only called tools) becomes "".
+
+    OpenAI accepts null there, llama-cpp-python's server answers 500 to it; "" is accepted by all."""
+    if all(m.get("content") is not None for m in messages if isinstance(m, dict)):
+        return messages
+    return [{**m, "content": ""} if isinstance(m, dict) and m.get("content") is None else m for m in messages]
+
+
 def _message_dict(message: Any) -> dict[str, Any]:
     d = message if isinstance(message, dict) else message.model_dump(exclude_none=True)
     out: dict[str, Any] = {"role": "assistant", "content": d.get("content")}
     calls = d.get("tool_calls") or []
     if calls:
+        out["content"] = out["content"] or ""  # some servers refuse a null content sent back to them
         out["tool_calls"] = [
             {"id": c.get("id") or f"call_{i}", "type": "function",
              "function": {"name": (c.get("function") or {}).get("name", ""),
@@ -89,9 +116,13 @@ class LLM:
         use_cache: bool = True,
         prices: Optional[Mapping[str, Any]] = None,
         max_retries: int = 5,
-        timeout: float = 120.0,
+        timeout: float = 300.0,
         limiter: Any = None,
         backoff: Optional[float] = None,
+        max_tokens: int = 0,
+        tool_choice: str = "auto",
+        context_window: int = 0,
+        role: str = "agent",
     ) -> None:
         self.model = model
         self.endpoint = endpoint or Endpoint.from_env()
@@ -102,8 +133,14 @@ class LLM:
         self.timeout = timeout
         self.limiter = limiter
         self.backoff = backoff if backoff is not None else _env_backoff()
+        self.max_tokens = max_tokens  # most tokens of one reply; 0 sends none (the server decides)
+        self.tool_choice = tool_choice  # sent whenever tools are; "" sends none
+        self.context_window = context_window  # 0: ask the server (see context_limit)
+        self.role = role  # "agent" or "optimizer": which settings an error names
         self.usage = Usage()
         self._client: Optional[openai.AsyncOpenAI] = None
+        self._window: Optional[int] = context_window or None
+        self._window_asked = bool(context_window)
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -137,13 +174,18 @@ class LLM:
     ) -> ChatResult:
         """One chat completion, from the cache when the same deterministic request was made before."""
         model = model or self.model
+        messages = wire_messages(messages)
         params: dict[str, Any] = {"model": model, "messages": messages}
         if tools:
             params["tools"] = tools
-            if tool_choice is not None:
-                params["tool_choice"] = tool_choice
+            # Some servers (llama-cpp-python's chatml-function-calling) ignore tools without it.
+            choice = tool_choice if tool_choice is not None else (self.tool_choice or None)
+            if choice is not None:
+                params["tool_choice"] = choice
         if temperature is not None:
             params["temperature"] = temperature
+        if self.max_tokens > 0:  # else a looping small model generates until the context is full
+            params["max_tokens"] = self._reply_room(messages, tools)
         key = None
         if self.cache is not None:
             from .cache import is_deterministic, request_key
@@ -167,6 +209,36 @@ class LLM:
                 self.cache.put(key, params, raw)
         return self._result(model, raw, cached=False)
 
+    def _reply_room(self, messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]]) -> int:
+        """max_tokens, lowered where a known context window cannot hold the prompt and that many more
+        (vLLM and OpenAI refuse prompt + max_tokens over the window)."""
+        if not self._window:
+            return self.max_tokens
+        from .tokens import count_message_tokens, count_tokens
+        prompt = count_message_tokens(messages) + (count_tokens(json.dumps(tools)) if tools else 0)
+        room = self._window - int(prompt * 1.5) - 64  # our count is an estimate: the server may count more
+        return max(min(self.max_tokens, 64), min(self.max_tokens, room))
+
+    async def context_limit(self, model: Optional[str] = None) -> Optional[int]:
+        """The model's context window in tokens: the `context_window` setting, else what the server
+        reports (llama.cpp's /props, vLLM's and llama.cpp's /v1/models, Ollama's /api/show), else None.
+        Asked once per client; a server that reports nothing costs a few quick 404s."""
+        if self._window_asked:
+            return self._window
+        self._window_asked = True
+        try:
+            self._window = await asyncio.wait_for(_discover_window(self.client, self.endpoint.base_url, model or self.model), 10)
+        except Exception:  # a window we cannot learn is an unknown window, never a failed run
+            self._window = None
+        return self._window
+
+    def _hint(self) -> str:
+        if self.role == "optimizer":
+            return ("lower optimizer_context_tokens (or optimizer_max_tokens) in forgegit.toml, or set context_window "
+                    "to the server's real context size")
+        return ("the agent's conversation outgrew the model's context window: lower max_turns or max_output "
+                "(or max_tokens) in forgegit.toml, or serve the model with a larger context")
+
     def _result(self, model: str, raw: dict[str, Any], *, cached: bool) -> ChatResult:
         choice = raw["choices"][0]
         u = raw.get("usage") or {}
@@ -184,8 +256,13 @@ class LLM:
             try:
                 if self.limiter is not None:
                     async with self.limiter:
+                        concurrency, start = self.limiter.in_flight, time.monotonic()
                         raw = await self._call_once(params)
-                    self.limiter.succeeded()
+                    # the latency tells the limiter whether more requests at once only queue up
+                    usage = raw.get("usage")
+                    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+                    self.limiter.succeeded(time.monotonic() - start, concurrency,
+                                           tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None)
                 else:
                     raw = await self._call_once(params)
                 return raw
@@ -215,16 +292,26 @@ class LLM:
         except openai.NotFoundError:
             raise LLMError(f"model {model!r} not found at {where} (404): check --model / `model` in forgegit.toml and OPENAI_BASE_URL", "not_found") from None
         except openai.APIStatusError as exc:
-            if exc.status_code in RETRYABLE_STATUS:
+            message = _api_message(exc)
+            if _CONTEXT_LENGTH.search(message) and exc.status_code not in (429,):
+                told = _TOLD_WINDOW.search(message)
+                if told and not self.context_window:  # the refusal names the window: use it from now on
+                    self._window, self._window_asked = int(told.group(1)), True
+                raise LLMError(f"{where} answered {exc.status_code}: {message}: {self._hint()}", "context_length") from None
+            if exc.status_code in RETRYABLE_STATUS and not (exc.status_code >= 500 and _REFUSAL.search(message)):
                 kind = "rate_limit" if exc.status_code == 429 else "server"
-                raise _Retry(f"{where} answered {exc.status_code}: {_api_message(exc)}", kind, _retry_after(exc)) from None
-            raise LLMError(f"{where} answered {exc.status_code}: {_api_message(exc)}", "bad_request") from None
+                raise _Retry(f"{where} answered {exc.status_code}: {message}", kind, _retry_after(exc)) from None
+            raise LLMError(f"{where} answered {exc.status_code} (not retried: the server refused this request): {message}",
+                           "bad_request") from None
         except openai.APITimeoutError:
-            raise _Retry(f"{where} timed out after {self.timeout:.0f}s", "timeout") from None
+            # Not retried: a local server goes on generating for an abandoned request, so a retry
+            # only queues behind it. The task fails and the run goes on.
+            raise LLMError(f"{where} gave no reply within {self.timeout:g}s: raise `timeout` in forgegit.toml (or --timeout), "
+                           f"or lower max_tokens", "timeout") from None
         except openai.APIConnectionError as exc:
             raise _Retry(f"cannot reach {where} ({exc.__cause__ or exc}): is the server up? set OPENAI_BASE_URL", "connection") from None
         try:
-            raw = json.loads(text)
+            raw = safejson.loads(text)  # a body nested too deeply is bad JSON too, not a RecursionError
         except ValueError:
             raise _Retry(f"{where} returned a reply that is not valid JSON: {text[:80]!r}", "bad_response") from None
         if not isinstance(raw, dict) or not raw.get("choices"):
@@ -233,6 +320,70 @@ class LLM:
         if finish == "content_filter":
             raise _Retry(f"{where} refused the request (content filter)", "content_filter")
         return raw
+
+
+async def _discover_window(client: openai.AsyncOpenAI, base_url: str, model: str) -> Optional[int]:
+    root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
+    from openai._types import RequestOptions  # the SDK's own TypedDict for per-call options
+    opts: RequestOptions = {"timeout": 5.0}
+
+    async def get(url: str) -> Any:
+        try:
+            r = await client.get(url, cast_to=_HTTP_RESPONSE, options=opts)
+            return json.loads(r.text)
+        except Exception:
+            return None
+
+    def positive(v: Any) -> Optional[int]:
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+    models = await get(f"{base_url}/models")
+    if isinstance(models, dict):
+        entries = [m for m in models.get("data") or [] if isinstance(m, dict)]
+        mine = [m for m in entries if m.get("id") == model] or entries[:1]
+        for m in mine:
+            found = positive(m.get("max_model_len")) or positive(m.get("context_length")) or positive(m.get("n_ctx"))
+            meta = m.get("meta")
+            if not found and isinstance(meta, dict):
+                found = positive(meta.get("n_ctx")) or positive(meta.get("n_ctx_train"))
+            if found:
+                if isinstance(meta, dict) and not positive(meta.get("n_ctx")):
+                    # llama-server's meta gives the training context; /props gives the one it serves
+                    props = await get(f"{root}/props")
+                    served = _props_n_ctx(props)
+                    found = served or found
+                return found
+    props = await get(f"{root}/props")  # llama.cpp's llama-server
+    served = _props_n_ctx(props)
+    if served:
+        return served
+    try:  # Ollama
+        r = await client.post(f"{root}/api/show", body={"model": model}, cast_to=_HTTP_RESPONSE, options=opts)
+        show = json.loads(r.text)
+    except Exception:
+        return None
+    if isinstance(show, dict):
+        num_ctx = re.search(r"(?m)^\s*num_ctx\s+(\d+)", str(show.get("parameters") or ""))
+        if num_ctx:
+            return int(num_ctx.group(1))
+        info = show.get("model_info")
+        if isinstance(info, dict):
+            for k, v in info.items():
+                trained = positive(v) if k.endswith(".context_length") else None
+                if trained:  # without num_ctx Ollama serves its default window (4096), not the trained one
+                    return min(trained, OLLAMA_DEFAULT_CTX)
+    return None
+
+
+def _props_n_ctx(props: Any) -> Optional[int]:
+    if not isinstance(props, dict):
+        return None
+    for where in (props, props.get("default_generation_settings")):
+        if isinstance(where, dict):
+            v = where.get("n_ctx")
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
 
 
 def _env_backoff() -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
+from . import safejson
 from .errors import ForgegitError
 from .records import ActionRecord, EvalResult, TaskResult, Usage
 from .tokens import count_message_tokens, count_tokens, trim_to_tokens
@@ -30,6 +31,14 @@ SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
 PROBLEMS_SHOWN = 8  # problems listed per broken file
 MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
 OMITTED_NAMES = 30
+# A reply is untrusted input: whatever it holds becomes rejected actions with reasons, never an exception.
+MAX_ARGUMENT_BYTES = 1 << 20  # one tool call's arguments (a function file is at most 64 KiB)
+MAX_ARGUMENT_DEPTH = 64  # JSON levels in one tool call's arguments
+MAX_REPLY_CHARS = 4 << 20  # the text and arguments of one reply, all told; beyond it nothing is read
+MAX_TOOL_CALLS = 32  # tool calls read from one reply; the rest are named in one rejection
+MAX_RATIONALE_CHARS = 20000  # of the reply's text kept as the epoch's rationale (in its note and commit)
+MAX_RECORD_NAME = 200  # characters of a name in an action record
+MAX_RECORD_REASON = 2000  # characters of a rejection reason
 TRAILER_EMAIL = "forgegit@users.noreply.github.com"
 EPOCH_TRAILER = "Forgegit-Epoch"
 ACTIONS_TRAILER = "Forgegit-Actions"
@@ -134,7 +143,14 @@ class Action:
     packages: list[str] = field(default_factory=list)
 
     def record(self, accepted: bool = True, reason: str = "") -> ActionRecord:
-        return ActionRecord(self.kind, self.name, accepted, reason)
+        return _record(self.kind, self.name, accepted, reason)
+
+
+def _record(kind: str, name: str, accepted: bool, reason: str = "") -> ActionRecord:
+    """An action record with its model-chosen texts cut to a size a note and a log line can hold."""
+    def cut(text: str, limit: int) -> str:
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    return ActionRecord(cut(str(kind), 40), cut(str(name), MAX_RECORD_NAME), accepted, cut(str(reason), MAX_RECORD_REASON))
 
 
 @dataclass
@@ -359,6 +375,33 @@ def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget:
     return "\n\n".join(blocks) if blocks else "(no tasks recorded)"
 
 
+PROMPT_MARGIN = 1.2  # forgegit counts cl100k-like tokens; a local model's tokenizer may count a fifth more
+SCHEMA_MARGIN = 1.5  # chat templates spell tool schemas out at more length than their JSON
+TEMPLATE_TOKENS = 128  # role markers and the template's own words
+
+
+def fit_to_window(context_tokens: int, window: Optional[int], reply_tokens: int,
+                  tools: Optional[list[dict[str, Any]]] = None) -> int:
+    """The optimizer prompt's budget: context_tokens, or less where the model's context window must
+    also hold the tool schemas, the reply (up to a quarter of the window) and a margin for a tokenizer
+    that counts more than forgegit's estimate."""
+    if not window:
+        return context_tokens
+    schemas = int(count_tokens(json.dumps(tools, ensure_ascii=False)) * SCHEMA_MARGIN) if tools else 0
+    reply = min(reply_tokens, window // 4) if reply_tokens > 0 else window // 4
+    room = int((window - schemas - reply - TEMPLATE_TOKENS) / PROMPT_MARGIN)
+    return max(256, min(context_tokens, room))
+
+
+async def window_budget(llm: Any, context_tokens: int, model: Optional[str]) -> int:
+    """fit_to_window for this client's model: its `context_window` setting or what its server reports."""
+    limit = getattr(llm, "context_limit", None)
+    if limit is None:
+        return context_tokens
+    window = await limit(model)
+    return fit_to_window(context_tokens, window, int(getattr(llm, "max_tokens", 0) or 0), ACTION_TOOLS)
+
+
 def build_prompt(
     functions: dict[str, bytes],
     last_eval: EvalResult,
@@ -403,21 +446,28 @@ def build_prompt(
 # ---------------------------------------------------------------------------------------- parsing
 
 
+def _loads(text: str) -> Any:
+    return safejson.loads(text, max_depth=MAX_ARGUMENT_DEPTH, max_bytes=MAX_ARGUMENT_BYTES)
+
+
 def _loads_forgiving(raw: Any) -> Any:
-    """JSON that may be wrapped in quotes or encoded twice (both happen with tool-call arguments)."""
+    """JSON that may be wrapped in quotes or encoded twice (both happen with tool-call arguments).
+    Too deep or too large is a ValueError (safejson.JSONError) like any other bad JSON."""
     if not isinstance(raw, str):
+        if safejson.depth(raw) > MAX_ARGUMENT_DEPTH:
+            raise safejson.JSONError(f"nested too deeply: at most {MAX_ARGUMENT_DEPTH} levels")
         return raw
     text = raw.strip()
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = _loads(text)
+    except safejson.JSONError as exc:
         stripped = text.strip('"')
-        if stripped == text:
+        if stripped == text or "nested too deeply" in str(exc) or "too large" in str(exc):
             raise
-        value = json.loads(stripped)
+        value = _loads(stripped)
     for _ in range(2):
         if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-            value = json.loads(value)
+            value = _loads(value)
     return value
 
 
@@ -474,18 +524,18 @@ def _name_hint(raw: Any) -> str:
 def _parse_call(tool: str, raw: Any) -> tuple[Optional[Action], Optional[ActionRecord]]:
     kind = KINDS.get(tool)
     if kind is None:
-        return None, ActionRecord(tool or "?", _name_hint(raw), False,
-                                  f"unknown action {tool!r}: use add_function, revise_function or remove_function")
+        return None, _record(tool or "?", _name_hint(raw), False,
+                             f"unknown action {tool[:100]!r}: use add_function, revise_function or remove_function")
     try:
         args = _loads_forgiving(raw if raw not in (None, "") else "{}")
     except ValueError as exc:
-        return None, ActionRecord(kind, _name_hint(raw), False, f"arguments are not valid JSON: {exc}")
+        return None, _record(kind, _name_hint(raw), False, f"arguments are not valid JSON: {exc}")
     if not isinstance(args, dict):
-        return None, ActionRecord(kind, "", False, f"arguments are not valid JSON: expected an object, got {type(args).__name__}")
+        return None, _record(kind, "", False, f"arguments are not valid JSON: expected an object, got {type(args).__name__}")
     try:
         return _action(kind, args), None
     except ValueError as exc:
-        return None, ActionRecord(kind, str(args.get("name") or ""), False, str(exc))
+        return None, _record(kind, str(args.get("name") or ""), False, str(exc))
 
 
 def _content_calls(content: str) -> list[tuple[str, Any]]:
@@ -493,13 +543,14 @@ def _content_calls(content: str) -> list[tuple[str, Any]]:
     candidates = re.findall(r"```(?:json)?\s*\n(.*?)```", content, re.S) or [content]
     for text in candidates:
         text = text.strip()
-        if text[:1] not in ("{", "["):
-            m = re.search(r"[\[{].*[\]}]", text, re.S)
-            if not m:
+        if text[:1] not in ("{", "["):  # from the first opening bracket to the last closing one
+            start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+            end = max(text.rfind("}"), text.rfind("]"))
+            if start < 0 or end <= start:
                 continue
-            text = m.group(0)
+            text = text[start:end + 1]
         try:
-            data = json.loads(text)
+            data = _loads(text)
         except ValueError:
             continue
         if isinstance(data, dict) and isinstance(data.get("actions"), list):
@@ -528,15 +579,50 @@ def _content_call(item: dict[str, Any]) -> Optional[tuple[str, Any]]:
     return None
 
 
+def reply_size(message: dict[str, Any]) -> int:
+    """Characters of a reply's text and tool-call arguments."""
+    size = len(_content_text(message.get("content")))
+    for c in _tool_call_list(message):
+        fn = _function_of(c)
+        args = fn.get("arguments")
+        size += len(args) if isinstance(args, str) else len(str(args)) if args is not None else 0
+    return size
+
+
+def _function_of(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function")
+    return fn if isinstance(fn, dict) else {}
+
+
+def _tool_call_list(message: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = message.get("tool_calls")
+    return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+
+def _unreadable(message: dict[str, Any]) -> Optional[ActionRecord]:
+    """Why nothing of a reply is read (it is too large), or None."""
+    size = reply_size(message)
+    if size > MAX_REPLY_CHARS:
+        return _record("reply", "", False, f"the reply is too large to read ({size:,} characters of text and arguments; "
+                                           f"at most {MAX_REPLY_CHARS:,}): nothing in it was applied")
+    return None
+
+
 def parse_actions(message: dict[str, Any], max_actions: int) -> tuple[list[Action], list[ActionRecord]]:
-    """Actions from an assistant message's tool calls (or a JSON answer in its text); rejects with reasons."""
-    calls = [((c.get("function") or {}).get("name", ""), (c.get("function") or {}).get("arguments"))
-             for c in message.get("tool_calls") or []]
+    """Actions from an assistant message's tool calls (or a JSON answer in its text); rejects with reasons.
+    Any message, however malformed, gives actions and rejections, never an exception."""
+    too_big = _unreadable(message)
+    if too_big is not None:
+        return [], [too_big]
+    calls: list[tuple[Any, Any]] = []
+    for c in _tool_call_list(message):
+        fn = _function_of(c)
+        calls.append((fn.get("name", ""), fn.get("arguments")))
     if not calls:
         calls = _content_calls(_content_text(message.get("content")))
     actions: list[Action] = []
     rejected: list[ActionRecord] = []
-    for tool, raw in calls:
+    for tool, raw in calls[:MAX_TOOL_CALLS]:
         action, record = _parse_call(str(tool), raw)
         if record is not None:
             rejected.append(record)
@@ -544,6 +630,9 @@ def parse_actions(message: dict[str, Any], max_actions: int) -> tuple[list[Actio
             rejected.append(action.record(False, f"over max_actions ({max_actions} per epoch)"))
         elif action is not None:
             actions.append(action)
+    if len(calls) > MAX_TOOL_CALLS:
+        rejected.append(_record("reply", "", False, f"{len(calls) - MAX_TOOL_CALLS:,} more tool calls were not read "
+                                                    f"(at most {MAX_TOOL_CALLS} per reply)"))
     return actions, rejected
 
 
@@ -580,6 +669,10 @@ def _code_problems(name: str, code: str) -> list[str]:
         tree = ast.parse(code, filename=path)
     except SyntaxError as exc:
         return [f"{path}:{exc.lineno or 0}: syntax error: {exc.msg}"]
+    except (RecursionError, MemoryError):  # e.g. an expression of 200,000 terms
+        return [f"{path}:1: the code is too deeply nested to parse"]
+    except ValueError as exc:  # e.g. a null byte
+        return [f"{path}:1: cannot parse the code: {exc}"]
     try:
         from .functions import check_source
     except ImportError:
@@ -628,7 +721,7 @@ def _imported_modules(code: str) -> list[str]:
     """Top-level modules the code imports (absolute imports only), read without running it."""
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         return []
     out: list[str] = []
     for node in ast.walk(tree):
@@ -694,7 +787,7 @@ def _summary(actions: list[Action]) -> str:
 def _tool_outcomes(message: dict[str, Any], outcomes: list[tuple[Optional[Action], Optional[ActionRecord]]]) -> list[dict[str, Any]]:
     """One tool message per tool call of message, saying whether its action was applied and why not."""
     out = []
-    for call, (action, record) in zip(message.get("tool_calls") or [], outcomes):
+    for call, (action, record) in zip(_tool_call_list(message), outcomes):
         text = "applied" if record is None else f"rejected: {record.reason}"
         out.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": text})
     return out
@@ -723,8 +816,8 @@ def _outcomes_per_call(message: dict[str, Any], max_actions: int, actions: list[
     """Match each tool call of message to its outcome (parse rejections are re-derived call by call)."""
     out: list[tuple[Optional[Action], Optional[ActionRecord]]] = []
     parsed = 0
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
+    for call in _tool_call_list(message):
+        fn = _function_of(call)
         action, record = _parse_call(str(fn.get("name", "")), fn.get("arguments"))
         if record is None and action is not None:
             if parsed >= max_actions:
@@ -740,11 +833,39 @@ def _outcomes_per_call(message: dict[str, Any], max_actions: int, actions: list[
 def _repair_messages(message: dict[str, Any], max_actions: int, actions: list[Action],
                      by_index: dict[int, ActionRecord], rejected: list[ActionRecord], left: int) -> list[dict[str, Any]]:
     prompt = REPAIR_PROMPT.format(left=left)
-    if message.get("tool_calls"):
+    if _tool_call_list(message):
         outcomes = _outcomes_per_call(message, max_actions, actions, by_index)
         return _tool_outcomes(message, outcomes) + [{"role": "user", "content": prompt}]
     lines = "\n".join(f"- {r.kind} {r.name or '?'}: rejected: {r.reason}" for r in rejected)
     return [{"role": "user", "content": f"{lines}\n\n{prompt}"}]
+
+
+# What reading a malformed reply raises (the API's own failures are ForgegitError and propagate).
+_READ_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError, MemoryError)
+
+
+async def _ask(llm: Any, messages: list[dict[str, Any]], model: Optional[str]) -> tuple[Any, Optional[ActionRecord]]:
+    """(the reply, None), or (None, a rejection saying why) when the reply cannot even be read as a
+    message. A cached reply then fails the same way, as a rejection again, never as a crash."""
+    try:
+        reply = await llm.chat(messages, tools=ACTION_TOOLS, tool_choice="auto", model=model)
+        if not isinstance(reply.message, dict):
+            raise TypeError(f"the message is {type(reply.message).__name__}, not an object")
+    except ForgegitError:
+        raise
+    except _READ_ERRORS as exc:
+        why = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+        return None, _record("reply", "", False, f"the optimizer's reply could not be read ({why}): nothing in it was applied")
+    return reply, None
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    return _content_text(message.get("content"))[: MAX_RATIONALE_CHARS + 1].strip()
+
+
+def _repairable(message: dict[str, Any]) -> bool:
+    """Whether a repair round may send this reply back: not when it is too large or has too many calls."""
+    return _unreadable(message) is None and len(_tool_call_list(message)) <= MAX_TOOL_CALLS
 
 
 async def propose(
@@ -763,32 +884,50 @@ async def propose(
 ) -> Proposal:
     """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
     check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults)."""
+    budget = await window_budget(llm, context_tokens, model)
     messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
-                            context_tokens=context_tokens, forbidden_task_ids=forbidden_task_ids)
+                            context_tokens=budget, forbidden_task_ids=forbidden_task_ids)
     usage = Usage()
-    reply = await llm.chat(messages, tools=ACTION_TOOLS, tool_choice="auto", model=model)
+    try:
+        reply, unreadable = await _ask(llm, messages, model)
+    except ForgegitError as exc:
+        # A server that does not report its window (llama-cpp-python) names it when it refuses:
+        # the prompt is cut to it once more.
+        smaller = await window_budget(llm, budget, model) if getattr(exc, "kind", "") == "context_length" else budget
+        if smaller >= budget:
+            raise
+        messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
+                                context_tokens=smaller, forbidden_task_ids=forbidden_task_ids)
+        reply, unreadable = await _ask(llm, messages, model)
+    if reply is None:
+        return Proposal([], [unreadable] if unreadable else [], "the optimizer's reply could not be read", usage, messages)
     usage.add(reply.usage)
     messages.append(reply.message)
-    texts = [_content_text(reply.message.get("content")).strip()]
+    texts = [_text_of(reply.message)]
     actions, rejected = parse_actions(reply.message, max_actions)
     accepted, bad, current, by_index = await _validate_all(actions, dict(functions), check_imports)
     rejected += bad
     left = max_actions - len(accepted)
-    if repair and rejected and left > 0:
+    if repair and rejected and left > 0 and _repairable(reply.message):
         messages += _repair_messages(reply.message, max_actions, actions, by_index, rejected, left)
         try:
-            second = await llm.chat(messages, tools=ACTION_TOOLS, tool_choice="auto", model=model)
+            second, unreadable = await _ask(llm, messages, model)
         except ForgegitError as exc:  # keep what the first answer achieved
             texts.append(f"(the repair request failed: {exc})")
         else:
-            usage.add(second.usage)
-            messages.append(second.message)
-            texts.append(_content_text(second.message.get("content")).strip())
-            more, more_rejected = parse_actions(second.message, left)
-            more_accepted, more_bad, current, _ = await _validate_all(more, current, check_imports)
-            accepted += more_accepted
-            rejected += more_rejected + more_bad
+            if second is None:
+                rejected += [unreadable] if unreadable else []
+            else:
+                usage.add(second.usage)
+                messages.append(second.message)
+                texts.append(_text_of(second.message))
+                more, more_rejected = parse_actions(second.message, left)
+                more_accepted, more_bad, current, _ = await _validate_all(more, current, check_imports)
+                accepted += more_accepted
+                rejected += more_rejected + more_bad
     rationale = "\n\n".join(t for t in texts if t) or (_summary(accepted) if accepted else "no actions proposed")
+    if len(rationale) > MAX_RATIONALE_CHARS:
+        rationale = rationale[:MAX_RATIONALE_CHARS] + f"\n[… {len(rationale) - MAX_RATIONALE_CHARS:,} more characters not kept]"
     return Proposal(accepted, rejected, rationale, usage, messages)
 
 

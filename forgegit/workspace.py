@@ -61,13 +61,16 @@ class Workspace:
         from .cache import ResponseCache
         return ResponseCache(git.state_dir(self.root) / "cache.sqlite")
 
-    def llm(self, model: Optional[str] = None) -> LLM:
-        """A client for model (default: the agent's), cached and logged, slowing down on 429s."""
+    def llm(self, model: Optional[str] = None, *, optimizer: bool = False) -> LLM:
+        """A client for model (default: the agent's), cached and logged, slowing down on 429s and on
+        latency that grows with concurrency; optimizer=True uses the optimizer's max_tokens."""
         from .ratelimit import AdaptiveLimiter
         s = self.settings
         return LLM(
-            model or s.model, endpoint=Endpoint.from_env(), cache=self.cache(), use_cache=s.cache,
-            prices=s.prices, limiter=AdaptiveLimiter(s.concurrency),
+            model or (s.effective_optimizer_model if optimizer else s.model), endpoint=Endpoint.from_env(),
+            cache=self.cache(), use_cache=s.cache, prices=s.prices, limiter=AdaptiveLimiter(s.concurrency),
+            max_tokens=s.optimizer_max_tokens if optimizer else s.max_tokens, timeout=s.timeout,
+            tool_choice=s.tool_choice, context_window=s.context_window, role="optimizer" if optimizer else "agent",
         )
 
 

@@ -95,3 +95,7 @@ def llm_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[ScriptedServer], None]
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
 
     return point
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_model: runs a real local model server (opt-in: FORGEGIT_LOCAL_MODEL=1)")

@@ -94,3 +94,29 @@ def test_unknown_agent_reference_is_a_clear_error() -> None:
         load_agent("no_such_module:solve")
     with pytest.raises(ForgegitError, match="expected 'builtin' or 'module:function'"):
         load_agent("just-a-name")
+
+
+def test_a_conversation_that_outgrows_the_context_fails_its_task_but_a_first_request_that_does_not_fit_ends_the_run(
+        scripted: Any) -> None:
+    from forgegit.llm import LLMError
+    from forgegit.scripted import HTTPError
+    too_long = HTTPError(400, {"error": {"message": "This model's maximum context length is 8192 tokens"}})
+    grows = scripted(lambda r: too_long if any(m["role"] == "tool" for m in r["messages"])
+                     else tool_calls(("greet", {"name": "bo"})))
+    never = scripted(lambda r: too_long)
+
+    async def go(server: Any, tb: Toolbox) -> Any:
+        llm = LLM("m", endpoint=Endpoint(server.base_url, "k"))
+        try:
+            return await run_agent(builtin_agent, Task("t", "greet bo", "x", 1), AgentContext(tb.schemas(), tb, llm, Settings()))
+        finally:
+            await llm.aclose()
+
+    t = with_toolbox(lambda tb: go(grows, tb))
+    assert t.stop == "llm_error" and "max_turns" in t.error and t.turns == 1
+    try:
+        with_toolbox(lambda tb: go(never, tb))
+    except LLMError as exc:
+        assert exc.kind == "context_length" and "max_turns" in str(exc)
+    else:
+        raise AssertionError("a first request over the context window must end the run")

@@ -1,6 +1,8 @@
 """forgegit.toml: defaults, documented template, and clear errors for bad files."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -26,6 +28,9 @@ def test_tables_and_top_level_keys_both_work() -> None:
     ("python_tool = 1", "python_tool must be bool"),
     ("gate = 'vibes'", "gate must be mcnemar, bootstrap or delta"),
     ("concurrency = 0", "concurrency must be at least 1"),
+    ("timeout = 0", "timeout must be positive"),
+    ("max_tokens = -1", "max_tokens, optimizer_max_tokens and context_window must be >= 0"),
+    ("tool_choice = 'always'", "tool_choice must be auto, required, none or empty"),
 ])
 def test_bad_config_is_one_line_naming_the_problem(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -46,3 +51,15 @@ def test_any_text_parses_or_raises_config_error(text: str) -> None:
         parse_config(text)
     except ConfigError:
         pass
+
+
+def test_model_requests_are_bounded_by_default_with_room_for_the_optimizer(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgegit.workspace import Workspace
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    s = Settings()
+    assert (s.max_tokens, s.optimizer_max_tokens, s.tool_choice, s.context_window) == (1024, 4096, "auto", 0)
+    assert s.timeout == 300.0
+    ws = Workspace(repo, repo, parse_config("max_tokens = 256\ntimeout = 30\ncontext_window = 8192"))
+    agent, optimizer = ws.llm(), ws.llm(optimizer=True)
+    assert (agent.max_tokens, agent.timeout, agent.context_window, agent.role) == (256, 30.0, 8192, "agent")
+    assert (optimizer.max_tokens, optimizer.role) == (4096, "optimizer")

@@ -222,3 +222,22 @@ def test_function_problems_become_annotations_in_github_actions(demo_repo: Path,
     out = capsys.readouterr()
     assert "::error file=functions/bad.py,line=1::" in out.out
     assert "do not pass `forgegit check`" in out.err
+
+
+def test_a_request_that_times_out_fails_its_task_and_the_eval_goes_on(demo_repo: Path, scripted: Any, llm_env: Any) -> None:
+    import time
+    inner = demo.make_script()
+    slow = demo.TASKS[0]["question"]
+
+    def script(r: dict[str, Any]) -> Any:
+        if any(m.get("content") == slow for m in r["messages"]):
+            time.sleep(1.5)  # e.g. a small local model looping until max_tokens
+        return inner(r)
+
+    llm_env(scripted(script))
+    result = eval_cli("--json", "--timeout", "0.5")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    failed = [r for r in data["results"] if not r["passed"]]
+    assert len(failed) == 1 and failed[0]["failure"] == "llm_error" and "--timeout" in failed[0]["feedback"]
+    assert data["passed"] == data["total"] - 1

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -566,3 +567,90 @@ def test_the_rationale_cannot_become_the_trailer_block() -> None:
     parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg, capture_output=True, text=True,
                             check=True).stdout.splitlines()
     assert parsed == ["Forgegit-Epoch: 1", "Forgegit-Actions: none", "Co-authored-by: m <forgegit@users.noreply.github.com>"]
+
+
+# ------------------------------------------------------------------------------------ malformed replies
+
+
+DEEP_ARGUMENTS = "[" * 100_000 + "]" * 100_000
+LONG_EXPRESSION = source("digit_sum", "return str(" + "+".join(["1"] * 20_000) + ")")  # under the 64 KiB file limit
+
+
+def test_tool_call_arguments_nested_100000_deep_become_a_rejected_action() -> None:
+    for args in (DEEP_ARGUMENTS, json.dumps({"name": "digit_sum", "code": DIGIT_SUM, "arguments": DEEP_ARGUMENTS}),
+                 '{"name": "digit_sum", "code": "x", "arguments": ' + DEEP_ARGUMENTS + "}"):
+        actions, rejected = parse_actions({"tool_calls": [call("add_function", args)]}, 3)
+        assert actions == [] or actions[0].arguments == {}  # a too-deep JSON string for `arguments` is dropped
+        if not actions:
+            assert len(rejected) == 1 and "nested too deeply" in rejected[0].reason, rejected
+    # the same in a content-only answer
+    actions, rejected = parse_actions({"content": "```json\n" + DEEP_ARGUMENTS + "\n```"}, 3)
+    assert actions == [] and rejected == []
+
+
+def test_code_holding_a_20000_term_expression_is_rejected_not_a_crash() -> None:
+    """ast.parse raises RecursionError on it (200,000 terms are also refused, by the file size limit)."""
+    assert len(LONG_EXPRESSION.encode()) < 64 * 1024
+    reason = run(validate_action(Action("add", "digit_sum", LONG_EXPRESSION), FILES, check=_no_import_check))
+    assert reason is not None and "too deeply nested" in reason
+    big = source("digit_sum", "return str(" + "+".join(["1"] * 200_000) + ")")
+    reason = run(validate_action(Action("add", "digit_sum", big), FILES, check=_no_import_check))
+    assert reason is not None and "over the limit of 65,536 bytes" in reason
+
+
+async def _no_import_check(files: dict[str, bytes]) -> dict[str, str]:
+    return {}
+
+
+def test_a_huge_reply_becomes_one_rejection_and_a_bounded_rationale() -> None:
+    huge = {"role": "assistant", "content": "why " * 1_500_000, "tool_calls": [call("add_function", add_args(), "c1")]}
+    llm = FakeLLM([huge])
+    p = _propose(llm)
+    assert p.actions == [] and len(p.rejected) == 1 and "too large to read" in p.rejected[0].reason
+    assert len(p.rationale) < 25_000 and len(llm.requests) == 1  # not sent back for a repair
+    many = {"role": "assistant", "content": "many", "tool_calls": [call("frobnicate", {"name": f"f{i}"}, f"c{i}")
+                                                                  for i in range(5000)]}
+    p = _propose(FakeLLM([many]))
+    assert len(p.rejected) == 33 and "4,968 more tool calls were not read" in p.rejected[-1].reason
+    long_name = {"role": "assistant", "content": "x", "tool_calls": [call("add_function", add_args("n" * 100_000))]}
+    p = _propose(FakeLLM([long_name]), repair=False)
+    assert len(p.rejected[0].name) <= 200 and len(p.rejected[0].reason) <= 2000
+
+
+@pytest.mark.parametrize("body", [
+    {"choices": [{"message": {"role": "assistant", "content": {"not": "text"}, "tool_calls": ["add_function", 7]},
+                  "finish_reason": "tool_calls"}]},
+    {"choices": [{"message": "just a string", "finish_reason": "stop"}]},
+    {"choices": ["not an object"]},
+    {"choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": "many"}},
+    {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "add_function", "arguments": {"name": ["x"], "code": 5}}},
+        {"id": "d", "type": "function", "function": "add_function"}]}, "finish_reason": "tool_calls"}]},
+])
+def test_a_reply_of_any_shape_becomes_rejections_and_never_an_exception(
+        body: dict[str, Any], scripted: Callable[..., ScriptedServer]) -> None:
+    """Through the real client and its response cache twice: a cached malformed reply is rejected again."""
+    from forgegit.cache import ResponseCache
+    from forgegit.llm import LLM, Endpoint
+
+    server = scripted(lambda request: {"id": "x", "object": "chat.completion", **body})
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ResponseCache(Path(tmp) / "cache.sqlite")
+        for _ in range(2):
+            llm = LLM("opt-model", endpoint=Endpoint(server.base_url, "x"), cache=cache, max_retries=0)
+
+            async def go() -> Any:
+                try:
+                    return await _propose_async(llm)
+                finally:
+                    await llm.aclose()
+
+            p = run(go())
+            assert p.actions == []
+            assert all(r.reason for r in p.rejected)
+        cache.close()
+
+
+async def _propose_async(llm: Any) -> Any:
+    ev = make_eval([result("t1", False, "expected 9 got 8", "8", "9")])
+    return await propose(llm, FILES, ev, {}, [], check_imports=_no_import_check)

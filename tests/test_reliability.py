@@ -35,7 +35,7 @@ import pytest
 from conftest import git, run_outcome
 
 from forgegit import demo, evalstore, history
-from forgegit.scripted import HTTPError, RawResponse, Reply, ScriptedServer, text
+from forgegit.scripted import HTTPError, RawResponse, Reply, ScriptedServer, text, tool_calls
 from forgegit.trainer import CRASH_ENV
 
 pytestmark = pytest.mark.faults
@@ -53,6 +53,7 @@ FAULTS: dict[str, Callable[[], Any]] = {
     "truncated-json": lambda: RawResponse('{"id": "chatcmpl-1", "choices": [{"message": {"conte'),
     "no-choices": lambda: {"id": "chatcmpl-1", "object": "chat.completion", "choices": []},
     "content-filter": lambda: Reply(content="", finish_reason="content_filter"),
+    "body-nested-100000-deep": lambda: RawResponse("[" * 100_000 + "]" * 100_000),
     DROP: lambda: None,
 }
 
@@ -216,6 +217,7 @@ outcome = run_outcome
 
 
 _REFERENCE: dict[str, Any] = {}
+_REFERENCE_RUN: list[Any] = []
 
 
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -226,7 +228,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             proc = forgegit(repo, server.base_url, "train", "--run-id", "r")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         _REFERENCE.update(outcome(repo, "forgegit/train/r"))
+        _REFERENCE_RUN.append(history.load_run(repo, "forgegit/train/r"))
     return _REFERENCE
+
+
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The uninterrupted run's whole record (its usage, its baseline)."""
+    reference(tmp_path_factory)
+    return _REFERENCE_RUN[0]
 
 
 @dataclass
@@ -554,3 +563,323 @@ def test_killed_while_tidying_up_a_finished_run_resume_cleans_up(api: Any, tmp_p
     record_property("data_lost", len(lost))
     assert "is already finished" in single_error_line(resumed)
     assert not leftovers(repo) and not lost
+
+
+# ---------------------------------------------------------------- state a kill leaves behind
+
+
+def test_killed_during_git_worktree_add_resume_cleans_the_locked_worktree(
+        api: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, record_property: Any) -> None:
+    """A SIGKILL while `git worktree add` checks out the training worktree leaves it registered and
+    locked ("initializing"); `--resume` unlocks and removes it, and the run ends as a clean one."""
+    expected = reference(tmp_path_factory)
+    url, _ = api()
+    repo, before = make_user_repo(tmp_path / "repo", url)
+    # A smudge filter that stops git in the middle of the worktree's checkout until it is killed.
+    marker = tmp_path / "checking-out"
+    common = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    (common / "info").mkdir(exist_ok=True)
+    (common / "info" / "attributes").write_text("*.py filter=pause\n")
+    git(repo, "config", "filter.pause.smudge", f"sh -c 'touch {marker}; sleep 120; cat'")
+    env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test", "FORGEGIT_RETRY_BACKOFF": "0.01"}
+    proc = subprocess.Popen([sys.executable, "-m", "forgegit", "train", "--run-id", "r"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # forgegit, git worktree add and the filter, at once
+    proc.communicate()
+    assert marker.exists(), "git worktree add never reached the checkout"
+    (common / "info" / "attributes").unlink()
+    git(repo, "config", "--unset", "filter.pause.smudge")
+    assert (common / "worktrees" / "r" / "locked").exists()  # what git leaves: a locked, half-made worktree
+    resumed = forgegit(repo, url, "train", "--resume")
+    lost = data_lost(repo, before, "forgegit/train/r")
+    record_property("fault", "SIGKILL during `git worktree add`, then `--resume`")
+    record_property("injected", 1)
+    record_property("data_lost", len(lost))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "cleaning the worktree left by an interrupted run" in resumed.stdout
+    assert not lost and not leftovers(repo)
+    fsck = subprocess.run(["git", "fsck"], cwd=repo, capture_output=True, text=True)
+    assert "worktrees/" not in fsck.stdout + fsck.stderr, fsck.stdout + fsck.stderr
+    assert not (common / "worktrees").exists() or not any((common / "worktrees").iterdir())
+    assert outcome(repo, "forgegit/train/r") == expected
+
+
+# ---------------------------------------------------------------- a malformed optimizer reply
+
+
+def _long_expression_file() -> str:
+    terms = "+".join(["1"] * 20_000)  # ast.parse raises RecursionError on it; the file is under 64 KiB
+    return demo.DIGIT_SUM.replace("return sum(int(d) for d in str(abs(n)))", f"return {terms}")
+
+
+MALFORMED: dict[str, tuple[Callable[[], Any], str]] = {
+    # name: (the optimizer's first reply in epoch 1, what its rejection says)
+    "arguments nested 100,000 deep": (
+        lambda: tool_calls(("add_function", "[" * 100_000 + "]" * 100_000), content="Deep."), "nested too deeply"),
+    "code holding a 20,000-term expression": (
+        lambda: tool_calls(("add_function", {"name": "digit_sum", "description": "d", "code": _long_expression_file()}),
+                           content="Long."), "too deeply nested to parse"),
+    "a 6 MB reply": (
+        lambda: tool_calls(("add_function", {"name": "digit_sum", "code": demo.DIGIT_SUM}), content="why " * 1_500_000),
+        "too large to read"),
+    "tool calls that are not objects": (
+        lambda: {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": {"not": "text"}, "tool_calls": ["add_function", 7]}}],
+                 "usage": {"prompt_tokens": 5, "completion_tokens": 5}},
+        "could not be read"),
+}
+
+
+def malformed_script(reply: Callable[[], Any]) -> tuple[Callable[[Request], Any], list[Request]]:
+    """The demo model, except that the optimizer's first answer in epoch 1 is reply(); the requests it got."""
+    inner = demo.make_script()
+    seen: list[Request] = []
+
+    def script(r: Request) -> Any:
+        first = r.get("model") == demo.OPTIMIZER_MODEL and demo.epoch_of(r) == 1 and not any(
+            m.get("role") == "tool" or "were rejected" in str(m.get("content")) for m in r["messages"])
+        if first:
+            seen.append(r)
+            return reply()
+        return inner(r)
+
+    return script, seen
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_optimizer_reply_is_rejected_and_a_cached_one_does_not_brick_resume(
+        kind: str, api: Any, tmp_path: Path, record_property: Any) -> None:
+    """The reply becomes a rejected action with a reason and the epoch goes on; killed right after, the
+    resumed run reads the same reply from the response cache (temperature 0) and rejects it again."""
+    reply, reason = MALFORMED[kind]
+    script, seen = malformed_script(reply)
+    url, _ = api(script=script)
+    repo, before = make_user_repo(tmp_path / "repo", url)
+    killed = forgegit(repo, url, "train", "--run-id", "r", crash_at="after-optimizer")
+    resumed = forgegit(repo, url, "train", "--resume")
+    lost = data_lost(repo, before, "forgegit/train/r")
+    record_property("fault", f"optimizer reply: {kind} (then kill and --resume)")
+    record_property("injected", len(seen) + 1)
+    record_property("data_lost", len(lost))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr  # it got past reading the reply
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert len(seen) == 1  # the resumed run's copy came from the cache
+    run = history.load_run(repo, "forgegit/train/r")
+    first = run.epochs[0]
+    assert not first.kept and first.commit is None
+    assert [a for a in first.actions if not a.accepted and reason in a.reason], first.actions
+    assert len(first.rationale) < 25_000
+    assert run.status == "finished" and not lost and not leftovers(repo)
+
+
+# ---------------------------------------------------------------- notes that are not forgegit's
+
+
+BAD_NOTES = {
+    "evals is a list": '{"evals": []}',
+    "a run of the wrong shape": '{"runs": {"r": {"run_id": "r", "epochs": "many"}}}',
+    "an evaluation of the wrong shape": '{"evals": {"k": {"key": "k", "passed": "all"}}}',
+    "an epoch that is a number": '{"epoch": 5}',
+    "JSON nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
+}
+
+
+def _put_note(repo: Path, commit: str, text: str) -> None:
+    subprocess.run(["git", "notes", "--ref", evalstore.NOTES_REF, "add", "-f", "-F", "-", commit], cwd=repo,
+                   input=text, text=True, check=True, capture_output=True)
+
+
+def _warnings(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("forgegit: warning:")]
+
+
+@pytest.mark.parametrize("kind", list(BAD_NOTES))
+def test_a_note_of_the_wrong_shape_is_reported_once_and_eval_log_train_and_resume_go_on(
+        kind: str, api: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, record_property: Any) -> None:
+    expected = reference(tmp_path_factory)
+    url, _ = api()
+    repo = demo.make_repo(tmp_path / "repo")
+    base = git(repo, "rev-parse", "HEAD")
+    _put_note(repo, base, BAD_NOTES[kind])
+    commands: list[tuple[str, subprocess.CompletedProcess[str], str]] = []
+    commands.append(("eval", forgegit(repo, url, "eval"), base))
+    _put_note(repo, base, BAD_NOTES[kind])  # again: eval replaced it with its own valid note
+    commands.append(("train", forgegit(repo, url, "train", "--run-id", "r", crash_at="after-record"), base))
+    # Epoch 1's commit: `log` and a bare --resume read every note to find the latest run, and the
+    # resumed run evaluates this commit again.
+    end = history.load_run(repo, "forgegit/train/r").epochs[0].end
+    _put_note(repo, end, BAD_NOTES[kind])
+    commands.append(("log", forgegit(repo, url, "log"), end))
+    commands.append(("train --resume", forgegit(repo, url, "train", "--resume"), end))
+    record_property("fault", f"a note of the wrong shape: {kind}")
+    record_property("injected", 2)
+    record_property("data_lost", 0 if outcome(repo, "forgegit/train/r") == expected else 1)
+    for name, proc, commit in commands:
+        assert "Traceback" not in proc.stderr, (name, proc.stderr)
+        assert proc.returncode == (-signal.SIGKILL if name == "train" else 0), (name, proc.stdout + proc.stderr)
+        lines = _warnings(proc)
+        assert len(lines) == 1 and f"on commit {commit[:12]}" in lines[0], (name, proc.stderr)
+    assert "run r:" in commands[2][1].stdout  # `log` shows the run
+    assert outcome(repo, "forgegit/train/r") == expected
+
+
+def test_a_forged_evaluation_in_the_notes_is_not_reused(api: Any, tmp_path: Path, record_property: Any) -> None:
+    """A result filed under the key being looked up must recompute to it (tree, task hash, settings) and
+    agree with itself (counts and tasks); else it is reported and the evaluation runs."""
+    url, _ = api()
+    repo = demo.make_repo(tmp_path / "repo")
+    base = git(repo, "rev-parse", "HEAD")
+    real = json.loads(forgegit(repo, url, "eval", "--json").stdout)
+    note = json.loads(git(repo, "notes", "--ref", evalstore.NOTES_REF, "show", base))
+    perfect = [dict(r, passed=True, failure=None) for r in real["results"]]
+    forgeries = {
+        "another tree": dict(real, tree="0" * 40, passed=real["total"], results=perfect),
+        "inflated counts": dict(real, passed=real["total"]),
+        "other tasks": dict(real, results=[dict(r, task_id=f"x{i}") for i, r in enumerate(real["results"])]),
+    }
+    reused = []
+    for name, forged in forgeries.items():
+        _put_note(repo, base, json.dumps({**note, "evals": {real["key"]: forged}}))
+        again = forgegit(repo, url, "eval", "--json")
+        assert again.returncode == 0, again.stderr
+        got = json.loads(again.stdout)
+        if got["passed"] != real["passed"]:
+            reused.append(name)
+        lines = _warnings(again)
+        assert len(lines) == 1 and real["key"] in lines[0] and base[:12] in lines[0], (name, again.stderr)
+    record_property("fault", "a forged evaluation in the notes (3 forgeries)")
+    record_property("injected", len(forgeries))
+    record_property("data_lost", len(reused))
+    assert not reused, reused
+
+
+# ---------------------------------------------------------------- interrupted evaluations and runs
+
+
+def test_an_evaluation_that_fails_midway_keeps_its_finished_tasks_and_a_rerun_pays_only_for_the_rest(
+        api: Any, tmp_path: Path, record_property: Any) -> None:
+    """At temperature 0.5 (no response cache), task 7 of 12 fails for good: the 6 finished tasks are
+    checkpointed, and once the server is back the rerun asks the model only about the others."""
+    broken = demo.TASKS[6]["question"]
+    url, injector = api("http-500", [Plan(when=lambda r: is_agent(r) and any(
+        m.get("content") == broken for m in r["messages"]))])
+    repo = demo.make_repo(tmp_path / "repo")
+    config = (repo / "forgegit.toml").read_text().replace("concurrency = 4", "concurrency = 1")
+    (repo / "forgegit.toml").write_text(config + "temperature = 0.5\n")
+    git(repo, "commit", "-q", "-am", "no response cache at temperature 0.5")
+    before = UserState.of(repo)
+    failed = forgegit(repo, url, "eval")
+    line = single_error_line(failed)
+    assert "gave up after 5 retries" in line
+    injector.recover()
+    server_requests: list[Request] = []
+    inner = demo.make_script()
+    url2, _ = api(script=lambda r: server_requests.append(r) or inner(r))
+    rerun = forgegit(repo, url2, "eval", "--json")
+    lost = data_lost(repo, before, "")
+    record_property("fault", "permanent http-500 on task 7 of 12 in eval, then a rerun")
+    record_property("injected", injector.injected)
+    record_property("data_lost", len(lost))
+    assert rerun.returncode == 0, rerun.stderr
+    asked = {m["content"] for r in server_requests for m in r["messages"] if m.get("role") == "user"}
+    done_before = {t["question"] for t in demo.TASKS[:6]}
+    assert not asked & done_before, "a finished task was paid for again"
+    assert asked == {t["question"] for t in demo.TASKS[6:]}
+    result = json.loads(rerun.stdout)
+    assert result["total"] == 12 and len(result["results"]) == 12
+    head = git(repo, "rev-parse", "HEAD")
+    assert result["key"] in json.loads(git(repo, "notes", "--ref", evalstore.NOTES_REF, "show", head))["evals"]
+    state = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "forgegit"
+    assert not list((state / "checkpoints").glob("*.jsonl"))  # the note holds it all now
+    assert not lost
+
+
+def test_ctrl_c_prints_the_resume_command_and_keeps_the_baseline_and_what_was_spent(
+        api: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, record_property: Any) -> None:
+    """SIGINT while the optimizer thinks: forgegit prints the exact command to resume; `log` shows the
+    baseline already computed; the resumed run's usage equals an uninterrupted run's."""
+    expected, ref = reference(tmp_path_factory), reference_run(tmp_path_factory)
+    asked = threading.Event()
+    inner = demo.make_script()
+
+    def slow_optimizer(r: Request) -> Any:
+        if r.get("model") == demo.OPTIMIZER_MODEL and demo.epoch_of(r) == 1 and not asked.is_set():
+            asked.set()
+            time.sleep(3)
+        return inner(r)
+
+    url, _ = api(script=slow_optimizer)
+    repo = demo.make_repo(tmp_path / "repo")  # no earlier evaluation: the reference run had none to reuse
+    before = UserState.of(repo)
+    env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test", "FORGEGIT_RETRY_BACKOFF": "0.01"}
+    proc = subprocess.Popen([sys.executable, "-m", "forgegit", "train", "--run-id", "r"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert asked.wait(120), "the optimizer was never asked"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    logged = json.loads(forgegit(repo, url, "log", "--json").stdout)
+    hint = [line for line in (out + err).splitlines() if "forgegit train --resume" in line]
+    command = hint[0].split("`")[1].split() if hint else []
+    resumed = forgegit(repo, url, *command[1:]) if command else None
+    lost = data_lost(repo, before, "forgegit/train/r")
+    record_property("fault", "Ctrl-C while the optimizer thinks, then the printed `--resume`")
+    record_property("injected", 1)
+    record_property("data_lost", len(lost))
+    assert proc.returncode == 130, out + err
+    assert command == ["forgegit", "train", "--resume", "--run-id", "r"], out + err
+    assert logged["baseline_score"] == ref.baseline_score > 0
+    assert resumed is not None and resumed.returncode == 0, resumed and resumed.stdout + resumed.stderr
+    run = history.load_run(repo, "forgegit/train/r")
+    spent = (run.usage.prompt_tokens, run.usage.completion_tokens, run.usage.calls)
+    assert spent == (ref.usage.prompt_tokens, ref.usage.completion_tokens, ref.usage.calls)
+    assert outcome(repo, "forgegit/train/r") == expected and not lost and not leftovers(repo)
+
+
+@pytest.mark.parametrize("point", ["after-optimizer", "after-eval", "after-note"])
+def test_a_resumed_run_counts_what_was_spent_before_the_kill(
+        point: str, api: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, record_property: Any) -> None:
+    """--budget must not undercount across a resume: the resumed run's tokens and calls are an uninterrupted run's."""
+    ref = reference_run(tmp_path_factory)
+    url, _ = api()
+    repo = demo.make_repo(tmp_path / "repo")  # no earlier evaluation: the reference run had none to reuse
+    before = UserState.of(repo)
+    killed = forgegit(repo, url, "train", "--run-id", "r", crash_at=point)
+    resumed = forgegit(repo, url, "train", "--resume")
+    lost = data_lost(repo, before, "forgegit/train/r")
+    record_property("fault", f"SIGKILL at {point}: the resumed run's usage")
+    record_property("injected", 1)
+    record_property("data_lost", len(lost))
+    assert killed.returncode == -signal.SIGKILL and resumed.returncode == 0, resumed.stderr
+    run = history.load_run(repo, "forgegit/train/r")
+    assert (run.usage.prompt_tokens, run.usage.completion_tokens, run.usage.calls) == (
+        ref.usage.prompt_tokens, ref.usage.completion_tokens, ref.usage.calls)
+    assert not lost
+
+
+def test_the_latest_run_is_the_most_recent_one_not_the_alphabetically_last(
+        api: Any, tmp_path: Path, record_property: Any) -> None:
+    """After a run named `sigint`, a newer timestamped run is what a bare --resume, log and pr pick."""
+    url, _ = api()
+    repo, before = make_user_repo(tmp_path / "repo", url)
+    first = forgegit(repo, url, "train", "--run-id", "sigint", "--epochs", "0")
+    assert first.returncode == 0, first.stderr
+    killed = forgegit(repo, url, "train", crash_at="after-record")
+    assert killed.returncode == -signal.SIGKILL
+    newer = [b for b in git(repo, "branch", "--list", "--format=%(refname:short)", "forgegit/train/*").split()
+             if b != "forgegit/train/sigint"]
+    assert len(newer) == 1 and newer[0] < "forgegit/train/sigint"  # a timestamp sorts before "sigint"
+    logged = forgegit(repo, url, "log")
+    resumed = forgegit(repo, url, "train", "--resume")
+    lost = data_lost(repo, before, newer[0])
+    record_property("fault", "bare --resume after a run named `sigint`")
+    record_property("injected", 1)
+    record_property("data_lost", len(lost))
+    assert f"run {newer[0].split('/')[-1]}:" in logged.stdout, logged.stdout + logged.stderr
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert history.load_run(repo, newer[0]).status == "finished"
+    assert history.latest_run_branch(repo) == newer[0]
+    assert not lost and not leftovers(repo)

@@ -92,7 +92,7 @@ async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Op
                  resume_branch: Optional[str], merge: bool) -> RunRecord:
     echo = click.echo
     agent_llm = ws.llm()
-    optimizer_llm = ws.llm(ws.settings.effective_optimizer_model)
+    optimizer_llm = ws.llm(optimizer=True)
     evaluator = Evaluator(ws.root, ws.settings, agent_llm, progress=ProgressLine() if is_terminal() else None,
                           on_isolation=announce_sandbox)
     trainer = Trainer(ws, tasks, val, test, evaluator, optimizer_llm, echo=echo)
