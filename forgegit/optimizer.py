@@ -891,6 +891,8 @@ async def propose(
     try:
         reply, unreadable = await _ask(llm, messages, model)
     except ForgegitError as exc:
+        if getattr(exc, "kind", "") == "timeout":  # a slow local optimizer: an epoch without an edit, not the end
+            return Proposal([], [], f"no edit: the optimizer gave no reply in time ({exc})", usage, messages)
         # A server that does not report its window (llama-cpp-python) names it when it refuses:
         # the prompt is cut to it once more.
         smaller = await window_budget(llm, budget, model) if getattr(exc, "kind", "") == "context_length" else budget

@@ -654,3 +654,12 @@ def test_a_reply_of_any_shape_becomes_rejections_and_never_an_exception(
 async def _propose_async(llm: Any) -> Any:
     ev = make_eval([result("t1", False, "expected 9 got 8", "8", "9")])
     return await propose(llm, FILES, ev, {}, [], check_imports=_no_import_check)
+
+
+def test_an_optimizer_that_times_out_gives_an_epoch_without_an_edit_not_the_end_of_the_run() -> None:
+    """A small local model can take longer than `timeout` to answer the optimizer's prompt: that epoch
+    proposes nothing (and counts toward patience); training goes on instead of exiting."""
+    from forgegit.llm import LLMError
+    p = _propose(FakeLLM([LLMError("http://127.0.0.1/v1 gave no reply within 300s: raise `timeout`", "timeout")]))
+    assert p.actions == [] and p.rejected == []
+    assert p.rationale.startswith("no edit: the optimizer gave no reply in time") and "raise `timeout`" in p.rationale
