@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import evalstore, git
+from . import git, notes
 from .agent import Toolbox as AgentToolbox
 from .agent import _omittable_without_default
 from .config import Settings
@@ -83,8 +83,8 @@ def recorded_scores(repo: Path, commit: str, tree: str) -> list[RecordedScore]:
 
     Notes are untrusted (anyone who can push them wrote them): an evaluation whose counts disagree with
     its task results is left out, and its texts are made one short line before they reach a client."""
-    notes = evalstore.all_notes(repo)
-    ordered = [(commit, notes.get(commit, {}))] + [(c, n) for c, n in notes.items() if c != commit]
+    by_commit = notes.all_notes(repo)
+    ordered = [(commit, by_commit.get(commit, {}))] + [(c, n) for c, n in by_commit.items() if c != commit]
     seen: set[str] = set()
     out: list[RecordedScore] = []
     for on, note in ordered:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, git, history, stats
+from . import git, history, notes, stats
 from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
 from .functions import load_specs
@@ -369,7 +369,7 @@ class Trainer:
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
         epoch.usage.add(self.last_spent)
-        evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
@@ -389,7 +389,7 @@ class Trainer:
                    f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
         git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
         epoch.revert = self.tree.head()
-        evalstore.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
 
     def _record_epoch(self, epoch: EpochRecord) -> None:
         """Record the whole epoch, then move the branch to its end (the only time the branch moves)."""
@@ -423,7 +423,7 @@ class Trainer:
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit = head
         run.status = "finished"
-        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
+        notes.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
                                                       "test": to_json(run.test)})
         history.save_run(self.repo, run)
 
