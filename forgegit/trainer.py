@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import git, history, notes, stats
+from .commits import commit_message, revert_message
 from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
+from .function_files import write_actions
 from .functions import load_specs
-from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
+from .proposal import Proposal, propose
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
 from .sandbox import check_imports
 from .tasks import TaskSet
@@ -385,8 +387,8 @@ class Trainer:
         assert epoch.commit
         self.tree.git("revert", "--no-commit", epoch.commit)
         crashpoint("during-revert")
-        message = (f"forgegit: revert epoch {epoch.epoch} ({epoch.gate.reason if epoch.gate else 'no improvement'})\n\n"
-                   f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+        message = revert_message(epoch.epoch, epoch.gate.reason if epoch.gate else "no improvement", epoch.commit,
+                                 self.run.run_id)
         git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
         epoch.revert = self.tree.head()
         notes.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
