@@ -14,8 +14,7 @@ from . import git, notes, safejson
 from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
 from .checkers import get_checker
 from .config import Settings
-from .errors import ForgegitError
-from .functions import load_specs
+from .functions import FunctionFileError, load_specs
 from .llm import LLM
 from .records import EvalResult, TaskResult, Usage, parse, to_json
 from .isolation import Isolation
@@ -23,14 +22,6 @@ from .sandbox import Limits, Sandbox
 from .tasks import Task, TaskSet
 
 Progress = Callable[[int, int, "TaskResult"], None]
-
-
-class FunctionFilesError(ForgegitError):
-    """The functions at a revision do not pass `forgegit check`; `.problems` lists them all."""
-
-    def __init__(self, message: str, problems: list[Any]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 def trajectories_dir(repo: Path, key: str) -> Path:
@@ -150,7 +141,7 @@ class Evaluator:
         specs, problems = load_specs(files)
         if problems:
             listing = "; ".join(str(p) for p in problems[:3])
-            raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}", problems)
+            raise FunctionFileError(problems, f"functions at {commit[:12]} do not pass `forgegit check`: {listing}")
         checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
         tdir = trajectories_dir(self.repo, key)

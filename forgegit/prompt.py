@@ -186,6 +186,7 @@ def _render_functions(functions: dict[str, bytes], budget: Optional[int] = None)
 
 
 def _render_score_history(history: list[dict[str, Any]]) -> str:
+    """The score history of past epochs for the prompt (the last HISTORY_LINES of them)."""
     if not history:
         return "(no epochs yet)"
     lines = []
@@ -340,7 +341,7 @@ def build_prompt(
     functions: dict[str, bytes],
     last_eval: EvalResult,
     trajectories: dict[str, list[dict[str, Any]]],
-    history: list[dict[str, Any]],
+    score_history: list[dict[str, Any]],
     *,
     max_actions: int,
     context_tokens: int,
@@ -358,7 +359,7 @@ def build_prompt(
     bodies = {str(k): _render_conversation(v) for k, v in trajectories.items() if str(k) in shown}
     passed, total = sum(1 for r in results if r.passed), len(results)
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
-    history_text = _render_score_history(history)
+    history_text = _render_score_history(score_history)
 
     def messages(traj_text: str, functions_text: str) -> list[dict[str, Any]]:
         user = USER_PROMPT.format(

@@ -449,7 +449,7 @@ async def propose(
     functions: dict[str, bytes],
     last_eval: EvalResult,
     trajectories: dict[str, list[dict[str, Any]]],
-    history: list[dict[str, Any]],
+    score_history: list[dict[str, Any]],
     *,
     max_actions: int = 3,
     context_tokens: int = 12000,
@@ -461,7 +461,7 @@ async def propose(
     """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
     check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults)."""
     budget = await window_budget(llm, context_tokens, model)
-    messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
+    messages = build_prompt(functions, last_eval, trajectories, score_history, max_actions=max_actions,
                             context_tokens=budget, forbidden_task_ids=forbidden_task_ids)
     usage = Usage()
     try:
@@ -474,7 +474,7 @@ async def propose(
         smaller = await window_budget(llm, budget, model) if getattr(exc, "kind", "") == "context_length" else budget
         if smaller >= budget:
             raise
-        messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
+        messages = build_prompt(functions, last_eval, trajectories, score_history, max_actions=max_actions,
                                 context_tokens=smaller, forbidden_task_ids=forbidden_task_ids)
         reply, unreadable = await _ask(llm, messages, model)
     if reply is None:

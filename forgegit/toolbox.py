@@ -23,8 +23,8 @@ from .agent import Toolbox as AgentToolbox
 from .agent import _omittable_without_default
 from .config import Settings
 from .errors import ForgegitError
-from .evaluation import FunctionFilesError, sandbox_limits
-from .functions import FunctionSpec, load_specs
+from .evaluation import sandbox_limits
+from .functions import FunctionFileError, FunctionSpec, load_specs
 from .isolation import Isolation
 from .records import EvalResult
 from .sandbox import Sandbox, ToolOutcome
@@ -117,8 +117,8 @@ def read_revision(repo: Path, rev: str) -> tuple[Revision, dict[str, bytes], lis
     if problems:
         listing = "; ".join(str(p) for p in problems[:3])
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise FunctionFilesError(f"functions at {rev} ({commit[:12]}) do not pass `forgegit check`: {listing}{more}",
-                                 problems)
+        raise FunctionFileError(problems,
+                                f"functions at {rev} ({commit[:12]}) do not pass `forgegit check`: {listing}{more}")
     tree = git.functions_tree(repo, commit)
     tags = git.out(["tag", "--points-at", commit], repo).split()
     revision = Revision(rev, commit, tree, tags, [s.name for s in specs], recorded_scores(repo, commit, tree))
