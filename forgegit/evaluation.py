@@ -89,7 +89,9 @@ def _failure(t: Trajectory, passed: bool) -> Optional[str]:
     return "wrong_answer" if (t.answer or "").strip() else "no_answer"
 
 
-def sandbox_limits(s: Settings) -> Limits:
+def sandbox_limits(settings: Settings) -> Limits:
+    """The sandbox's limits from the settings (tool_timeout, memory_mb, max_output, disk_mb)."""
+    s = settings
     return Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output, disk_mb=s.disk_mb)
 
 
