@@ -57,10 +57,6 @@ def _lookup(model: str, overrides: Optional[Mapping[str, Any]]) -> Optional[tupl
     return table[max(prefixes, key=len)] if prefixes else None
 
 
-def known_price(model: str, overrides: Optional[Mapping[str, Any]] = None) -> bool:
-    """Whether forgegit knows a price for model (so a cost of 0.0 is real, not unknown)."""
-    return _lookup(model, overrides) is not None
-
 
 def cost_of(
     model: str, prompt_tokens: int, completion_tokens: int, overrides: Optional[Mapping[str, Any]] = None
@@ -70,16 +66,3 @@ def cost_of(
     if price is None:
         return 0.0
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
-
-
-def format_cost(usd: float) -> str:
-    """A cost for humans: "$0.00", "$0.0042", "$1.23", "$1,234.50"."""
-    if usd == 0:
-        return "$0.00"
-    sign = "-" if usd < 0 else ""
-    usd = abs(usd)
-    if usd < 0.0001:
-        return f"{sign}<$0.0001"
-    if usd < 0.01:
-        return f"{sign}${usd:.4f}"
-    return f"{sign}${usd:,.2f}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ForgegitError
+from .functions import reserved_name_reason, validate_name
 from .git import FUNCTIONS_DIR
 from .records import ActionRecord
 
@@ -52,16 +53,11 @@ def name_problem(name: str) -> Optional[str]:
         return f"name {name!r} is not a Python identifier"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"name {name!r} is a Python keyword"
-    from .functions import reserved_name_reason
     reserved = reserved_name_reason(name)
     if reserved:
         return f"name {name!r} is reserved: {reserved}"
     if name.startswith("_"):
         return f"name {name!r} is private (starts with _): public functions only"
-    try:
-        from .functions import validate_name
-    except ImportError:
-        return None
     return validate_name(name)
 
 

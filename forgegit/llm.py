@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover
     from httpx import Response as _HTTP_RESPONSE  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 from . import safejson
+from .cost import cost_of
 from .errors import ForgegitError
 from .records import Usage
 
@@ -157,10 +158,6 @@ class LLM:
             self._client = None
 
     def _cost(self, model: str, prompt: int, completion: int) -> float:
-        try:
-            from .cost import cost_of
-        except ImportError:  # pragma: no cover
-            return 0.0
         return cost_of(model, prompt, completion, self.prices)
 
     async def chat(

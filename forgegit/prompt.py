@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from .function_files import Action, file_name
-from .records import ActionRecord, EvalResult, TaskResult
+from .function_files import file_name
+from .functions import load_specs
+from .records import EvalResult, TaskResult
 from .tokens import count_message_tokens, count_tokens, trim_to_tokens
 
 TOOL_OUTPUT_TOKENS = 300  # a single tool output or message in a trajectory is cut to this first
@@ -22,6 +24,19 @@ SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
 PROBLEMS_SHOWN = 8  # problems listed per broken file
 MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
 OMITTED_NAMES = 30
+
+
+
+@dataclass
+class EpochScore:
+    """One line of the prompt's score history: an epoch's score, whether it was kept (None: the baseline),
+    and its accepted actions ("add digit_sum")."""
+
+    epoch: int
+    score: float
+    kept: Optional[bool]
+    actions: list[str]
+
 
 _NAME = {"type": "string", "description": "The function's name: a Python identifier, also the file name functions/<name>.py."}
 _DESCRIPTION = {"type": "string", "description": "One line: what the function does (it must match the docstring's first line)."}
@@ -111,11 +126,7 @@ REPAIR_PROMPT = """Some actions were rejected and nothing of them was applied; t
 
 def _specs(functions: dict[str, bytes]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     """({file name: OpenAI tool schema}, {file name: problems}) of the current files."""
-    try:
-        from . import functions as fmod
-        specs, problems = fmod.load_specs(functions)
-    except Exception:  # the schema is a courtesy to the optimizer; the source is what matters
-        return {}, {}
+    specs, problems = load_specs(functions)
     by_file: dict[str, list[str]] = {}
     for p in problems:
         by_file.setdefault(os.path.basename(str(p.path)), []).append(str(p))
@@ -185,39 +196,17 @@ def _render_functions(functions: dict[str, bytes], budget: Optional[int] = None)
     return "\n\n".join(out)
 
 
-def _render_score_history(history: list[dict[str, Any]]) -> str:
+def _render_score_history(history: list[EpochScore]) -> str:
     """The score history of past epochs for the prompt (the last HISTORY_LINES of them)."""
     if not history:
         return "(no epochs yet)"
     lines = []
     for h in history[-HISTORY_LINES:]:
-        score = h.get("score")
-        score_s = f"{score:.3f}" if isinstance(score, (int, float)) else str(score)
-        kept = h.get("kept")
-        status = "baseline" if kept is None else ("kept" if kept else "reverted")
-        lines.append(f"- epoch {h.get('epoch')}: score {score_s}, {status}; actions: {_actions_text(h.get('actions'))}")
+        status = "baseline" if h.kept is None else ("kept" if h.kept else "reverted")
+        lines.append(f"- epoch {h.epoch}: score {h.score:.3f}, {status}; actions: {', '.join(h.actions) or 'none'}")
     if len(history) > HISTORY_LINES:
         lines.insert(0, f"- ({len(history) - HISTORY_LINES} earlier epochs not shown)")
     return "\n".join(lines)
-
-
-def _actions_text(actions: Any) -> str:
-    if not actions:
-        return "none"
-    if isinstance(actions, str):
-        return actions
-    out = []
-    for a in actions:
-        if isinstance(a, dict):
-            text = f"{a.get('kind', '?')}:{a.get('name', '?')}"
-            if a.get("accepted") is False:
-                text += " (rejected)"
-        elif isinstance(a, (Action, ActionRecord)):
-            text = f"{a.kind}:{a.name}" + (" (rejected)" if getattr(a, "accepted", True) is False else "")
-        else:
-            text = str(a)
-        out.append(text)
-    return ", ".join(out)
 
 
 def content_text(content: Any) -> str:
@@ -341,7 +330,7 @@ def build_prompt(
     functions: dict[str, bytes],
     last_eval: EvalResult,
     trajectories: dict[str, list[dict[str, Any]]],
-    score_history: list[dict[str, Any]],
+    score_history: list[EpochScore],
     *,
     max_actions: int,
     context_tokens: int,

@@ -13,9 +13,11 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 from . import safejson
 from .errors import ForgegitError
 from .function_files import Action, action_record, apply_actions, file_name, name_problem
+from .functions import check_source, size_problem, total_size_problem
 from .git import FUNCTIONS_DIR
-from .prompt import ACTION_TOOLS, REPAIR_PROMPT, build_prompt, content_text, window_budget
+from .prompt import ACTION_TOOLS, REPAIR_PROMPT, EpochScore, build_prompt, content_text, window_budget
 from .records import ActionRecord, EvalResult, Usage
+from .sandbox import check_imports
 
 KINDS = {"add_function": "add", "revise_function": "revise", "remove_function": "remove"}
 TOOL_OF = {v: k for k, v in KINDS.items()}
@@ -36,10 +38,6 @@ class Proposal:
     rationale: str
     usage: Usage
     messages: list[dict[str, Any]]
-
-    @property
-    def records(self) -> list[ActionRecord]:
-        return [a.record() for a in self.actions] + list(self.rejected)
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -239,7 +237,7 @@ def parse_actions(message: dict[str, Any], max_actions: int) -> tuple[list[Actio
 
 
 def _code_problems(name: str, code: str) -> list[str]:
-    """Problems of a function file's source: functions.check_source's, or a basic check when it is unavailable."""
+    """Problems of a function file's source: functions.check_source's, then the one-public-function backstop."""
     path = f"{FUNCTIONS_DIR}/{file_name(name)}"
     try:
         tree = ast.parse(code, filename=path)
@@ -249,12 +247,7 @@ def _code_problems(name: str, code: str) -> list[str]:
         return [f"{path}:1: the code is too deeply nested to parse"]
     except ValueError as exc:  # e.g. a null byte
         return [f"{path}:1: cannot parse the code: {exc}"]
-    try:
-        from .functions import check_source
-    except ImportError:
-        problems = _basic_module_problems(path, tree)
-    else:
-        problems = [str(p) for p in check_source(path, code, expected_name=name)]
+    problems = [str(p) for p in check_source(path, code, expected_name=name)]
     if problems:
         return problems
     public = [n.name for n in tree.body
@@ -264,20 +257,6 @@ def _code_problems(name: str, code: str) -> list[str]:
         return [f"{path}:1: the file must define exactly one public function named {name} (found: {found})"]
     return []
 
-
-def _basic_module_problems(path: str, tree: ast.Module) -> list[str]:
-    """Top-level statements that run code at import (used only when forgegit.functions is unavailable)."""
-    out = []
-    for i, node in enumerate(tree.body):
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # the module docstring
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and not any(
-                isinstance(n, (ast.Call, ast.Await, ast.Lambda)) for n in ast.walk(node)):
-            continue
-        out.append(f"{path}:{node.lineno}: module-level code runs at import: only imports, constants and definitions")
-    return out
 
 
 def package_problem(package: str) -> Optional[str]:
@@ -312,10 +291,7 @@ ImportCheck = Callable[[dict[str, bytes]], Awaitable[dict[str, str]]]  # {file: 
 
 async def _import_error(files: dict[str, bytes], fname: str, check: Optional[ImportCheck]) -> Optional[str]:
     """The sandbox's import error for fname in this file set, or None."""
-    if check is None:
-        from .sandbox import check_imports
-        check = check_imports
-    errors = await check(files)
+    errors = await (check or check_imports)(files)
     return errors.get(fname) or errors.get(f"{FUNCTIONS_DIR}/{fname}")
 
 
@@ -333,7 +309,6 @@ async def validate_action(action: Action, current: dict[str, bytes], check: Opti
         return f"there is no function {action.name}: use add_function"
     if action.kind == "remove":
         return None
-    from .functions import size_problem, total_size_problem
     after = apply_actions(current, [action])
     sizes = {f"{FUNCTIONS_DIR}/{f}": len(data) for f, data in sorted(after.items()) if f != fname}
     sizes[f"{FUNCTIONS_DIR}/{fname}"] = len(after[fname])  # last: the limit is reported on this file
@@ -449,7 +424,7 @@ async def propose(
     functions: dict[str, bytes],
     last_eval: EvalResult,
     trajectories: dict[str, list[dict[str, Any]]],
-    score_history: list[dict[str, Any]],
+    score_history: list[EpochScore],
     *,
     max_actions: int = 3,
     context_tokens: int = 12000,

@@ -26,6 +26,7 @@ from .errors import ForgegitError
 from .evaluation import Evaluator, load_trajectories, sandbox_limits
 from .function_files import write_actions
 from .functions import FunctionFileError, load_specs
+from .prompt import EpochScore
 from .proposal import Proposal, propose
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
 from .sandbox import check_imports
@@ -319,10 +320,11 @@ class Trainer:
                 return e.val_score
         return self.run.baseline_val_score
 
-    def _score_history(self) -> list[dict[str, Any]]:
+    def _score_history(self) -> list[EpochScore]:
+        """The epochs so far, as the optimizer's prompt shows them."""
         return [
-            {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
-             "kept": e.kept, "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
+            EpochScore(e.epoch, e.score_after if e.score_after is not None else e.score_before, e.kept,
+                       [f"{a.kind} {a.name}" for a in e.actions if a.accepted])
             for e in self.run.epochs
         ]
 

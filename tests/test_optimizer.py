@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import subprocess
@@ -16,13 +15,11 @@ import pytest
 from forgegit.errors import ForgegitError
 from forgegit.commits import commit_message
 from forgegit.function_files import Action, apply_actions, write_actions
-from forgegit.prompt import ACTION_TOOLS, build_prompt
+from forgegit.prompt import ACTION_TOOLS, EpochScore, build_prompt
 from forgegit.proposal import parse_actions, propose, validate_action
 from forgegit.records import EvalResult, TaskResult, Usage
 from forgegit.scripted import ScriptedServer, tool_calls
 from forgegit.tokens import count_message_tokens
-
-HAS_SANDBOX = importlib.util.find_spec("forgegit.sandbox") is not None
 
 CALCULATE = '''"""Arithmetic for the agent."""
 import ast
@@ -113,8 +110,7 @@ def run(coro: Any) -> Any:
 def _prompt(**kw: Any) -> str:
     results = [result("t-pass", True, answer="4"), result("t-fail", False, "expected 42 but got 41: off by one", "41", "42")]
     trajs = {"t-pass": trajectory("What is 2+2?", "4", "4"), "t-fail": trajectory("Sum 1..8 plus 6?", "41", "41")}
-    history = [{"epoch": 0, "score": 0.5, "kept": None, "actions": []},
-               {"epoch": 1, "score": 0.25, "kept": False, "actions": [{"kind": "add", "name": "broken_tool", "accepted": True}]}]
+    history = [EpochScore(0, 0.5, None, []), EpochScore(1, 0.25, False, ["add broken_tool"])]
     msgs = build_prompt(FILES, make_eval(results), trajs, history, max_actions=2, context_tokens=kw.pop("context_tokens", 8000), **kw)
     assert [m["role"] for m in msgs] == ["system", "user"]
     return msgs[0]["content"] + "\n" + msgs[1]["content"]
@@ -125,7 +121,7 @@ def test_prompt_shows_functions_with_schema_history_and_rules() -> None:
     p = _prompt()
     assert "### functions/calculate.py" in p and "_OPS = {ast.Add" in p
     assert '"name": "calculate"' in p  # the tool schema derived from the type hints
-    assert "epoch 1: score 0.250, reverted; actions: add:broken_tool" in p
+    assert "epoch 1: score 0.250, reverted; actions: add broken_tool" in p
     assert "epoch 0: score 0.500, baseline" in p
     assert "Exactly one public function" in p and "at most 2 actions" in p
     assert "1/2 tasks passed" in p
@@ -296,7 +292,6 @@ def test_uninstalled_package_rejected() -> None:
     assert _reason(Action("add", "digit_sum", DIGIT_SUM, packages=["math", "json"])) is None
 
 
-@pytest.mark.skipif(not HAS_SANDBOX, reason="forgegit.sandbox is not there yet")
 def test_code_that_fails_to_import_rejected() -> None:
     """The file set is imported in the sandbox: a bad import name is caught before any commit."""
     reason = _reason(Action("add", "digit_sum", "from math import no_such_name_xyz\n\n\n" + DIGIT_SUM))

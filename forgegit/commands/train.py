@@ -7,6 +7,7 @@ from typing import Any, Optional
 import click
 
 from .. import history
+from ..actions_env import set_output
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
 from ..records import RunRecord
@@ -127,10 +128,6 @@ def _report(run: RunRecord) -> None:
     if run.test is not None:
         click.echo(f"sealed test on {run.test.tasks_file}: base {run.test.base_score:.3f} -> trained {run.test.head_score:.3f}")
     click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit {run.branch})")
-    try:
-        from ..actions_env import set_output
-    except ImportError:  # pragma: no cover
-        return
     set_output("branch", run.branch)  # scores on validation, as `forgegit pr` reports them
     set_output("baseline-score", f"{(g.base_score if g else run.baseline_score):.4f}")
     set_output("score", f"{(g.head_score if g else run.best_score):.4f}")
