@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ForgegitError
+from .sandbox import Limits
+
+_LIMITS = Limits()  # the sandbox limits' defaults are defined once, in sandbox.Limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,10 +47,10 @@ class Settings:
     tool_choice: str = field(default="auto", metadata={"doc": "tool_choice sent with every request that offers tools (some servers ignore tools without it); empty sends none."})
     context_window: int = field(default=0, metadata={"doc": "The model's context window in tokens; 0 asks the server (llama.cpp, vLLM and Ollama report it)."})
     concurrency: int = field(default=8, metadata={"doc": "Most tasks evaluated at once."})
-    tool_timeout: float = field(default=10.0, metadata={"doc": "Seconds one function call may run in the sandbox."})
-    memory_mb: int = field(default=512, metadata={"doc": "Memory limit of a sandbox worker, in MiB."})
-    max_output: int = field(default=20000, metadata={"doc": "Most characters of a tool result kept (the rest is cut)."})
-    disk_mb: int = field(default=64, metadata={"doc": "Most MiB a sandbox worker may write to its private temp dir."})
+    tool_timeout: float = field(default=_LIMITS.timeout, metadata={"doc": "Seconds one function call may run in the sandbox."})
+    memory_mb: int = field(default=_LIMITS.memory_mb, metadata={"doc": "Memory limit of a sandbox worker, in MiB."})
+    max_output: int = field(default=_LIMITS.max_output, metadata={"doc": "Most characters of a tool result kept (the rest is cut)."})
+    disk_mb: int = field(default=_LIMITS.disk_mb, metadata={"doc": "Most MiB a sandbox worker may write to its private temp dir."})
     sandbox: str = field(default="strict", metadata={"doc": "strict: run function code only when the sandbox is secrets-safe; unsafe: run it anyway (--unsafe-sandbox)."})
     cache: bool = field(default=True, metadata={"doc": "Reuse recorded evaluations and cached model responses (--no-cache turns it off)."})
     epochs: int = field(default=5, metadata={"doc": "Most training epochs."})

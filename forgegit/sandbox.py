@@ -48,7 +48,7 @@ ENV_FIXED = {
 
 @dataclass
 class Limits:
-    """Per-call limits of the sandbox."""
+    """Per-call limits of the sandbox; these defaults are also the settings' (config.Settings)."""
 
     timeout: float = 10.0  # seconds per call
     memory_mb: int = 512  # address space of a worker (RLIMIT_AS); one process, so this bounds it all

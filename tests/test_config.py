@@ -63,3 +63,16 @@ def test_model_requests_are_bounded_by_default_with_room_for_the_optimizer(repo:
     agent, optimizer = ws.llm(), ws.llm(optimizer=True)
     assert (agent.max_tokens, agent.timeout, agent.context_window, agent.role) == (256, 30.0, 8192, "agent")
     assert (optimizer.max_tokens, optimizer.role) == (4096, "optimizer")
+
+
+def test_sandbox_limits_of_default_settings_are_the_sandboxs_defaults() -> None:
+    """A default forgegit.toml gives the sandbox exactly `Limits()`, and `render_config` documents those values."""
+    from forgegit.evaluation import sandbox_limits
+    from forgegit.sandbox import Limits
+
+    assert sandbox_limits(Settings()) == Limits()
+    text = render_config()
+    limits = Limits()
+    for key, value in (("tool_timeout", limits.timeout), ("memory_mb", limits.memory_mb),
+                       ("max_output", limits.max_output), ("disk_mb", limits.disk_mb)):
+        assert f"{key} = {value}" in text
