@@ -7,13 +7,18 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import safejson
 from .errors import ForgegitError
 from .llm import LLM, TASK_FAILURES, ChatResult, LLMError
 from .records import Usage
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .functions import FunctionSpec
+    from .sandbox import Sandbox
 
 PYTHON_TOOL = {
     "type": "function",
@@ -55,7 +60,7 @@ class Trajectory:
 class Toolbox:
     """The tools an agent may call: the functions (run in the sandbox) and optionally `python`."""
 
-    def __init__(self, specs: list[Any], sandbox: Any, *, python_tool: bool = True) -> None:
+    def __init__(self, specs: list[FunctionSpec], sandbox: Sandbox, *, python_tool: bool = True) -> None:
         self.specs = specs
         self.sandbox = sandbox
         self.python_tool = python_tool and not any(s.name == "python" for s in specs)
@@ -99,7 +104,7 @@ class AgentContext:
     tools: list[dict[str, Any]]
     toolbox: Toolbox
     llm: LLM
-    settings: Any
+    settings: Settings
     usage: Usage = field(default_factory=Usage)
 
     async def call_tool(self, name: str, arguments: Union[str, dict[str, Any]]) -> str:
@@ -114,8 +119,8 @@ class AgentContext:
 AgentFn = Callable[[Task, AgentContext], Union[Awaitable[Any], Any]]
 
 
-def _system_prompt(settings: Any) -> str:
-    extra = getattr(settings, "system_prompt", "")
+def _system_prompt(settings: Settings) -> str:
+    extra = settings.system_prompt
     return SYSTEM_PROMPT + ("\n\n" + extra if extra else "")
 
 

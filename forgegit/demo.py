@@ -11,10 +11,10 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import git
-from .scripted import HTTPError, Reply, last_user_message, text, tool_calls, tool_names, tool_results
+from .scripted import HTTPError, Reply, Script, last_user_message, text, tool_calls, tool_names, tool_results
 
 AGENT_MODEL = "scripted-agent"
 OPTIMIZER_MODEL = "scripted-optimizer"
@@ -113,10 +113,10 @@ class OptimizerScript:
         return text("I have no further changes to propose.")
 
 
-def make_script() -> Callable[[dict[str, Any]], Any]:
+def make_script() -> Script:
     optimizer = OptimizerScript()
 
-    def script(request: dict[str, Any]) -> Any:
+    def script(request: dict[str, Any]) -> Reply | HTTPError:
         if request.get("model") == OPTIMIZER_MODEL:
             return optimizer(request)
         if request.get("model") == AGENT_MODEL:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import git, safejson
+from .config import Settings
 from .errors import ForgegitError
 from .records import Comparison, EpochRecord, EvalResult, RecordError, RunRecord, check
 from .workflow_commands import safe_text
@@ -78,7 +79,7 @@ def _key_of(tree: str, tasks_hash: str, values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def eval_key(tree: str, tasks_hash: str, settings: Any) -> str:
+def eval_key(tree: str, tasks_hash: str, settings: Settings) -> str:
     """The key of an evaluation: sha256 over the functions tree, the task set and the result-relevant settings."""
     return _key_of(tree, tasks_hash, {k: getattr(settings, k) for k in KEY_SETTINGS})
 

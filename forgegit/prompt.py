@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional
 
 from .function_files import file_name
 from .functions import load_specs
+from .llm import LLM
 from .records import EvalResult, TaskResult
 from .tokens import count_message_tokens, count_tokens, trim_to_tokens
 
@@ -317,7 +318,7 @@ def fit_to_window(context_tokens: int, window: Optional[int], reply_tokens: int,
     return max(256, min(context_tokens, room))
 
 
-async def window_budget(llm: Any, context_tokens: int, model: Optional[str]) -> int:
+async def window_budget(llm: LLM, context_tokens: int, model: Optional[str]) -> int:
     """fit_to_window for this client's model: its `context_window` setting or what its server reports."""
     limit = getattr(llm, "context_limit", None)
     if limit is None:

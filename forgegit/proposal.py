@@ -15,6 +15,7 @@ from .errors import ForgegitError
 from .function_files import Action, action_record, apply_actions, file_name, name_problem
 from .functions import check_source, size_problem, total_size_problem
 from .git import FUNCTIONS_DIR
+from .llm import LLM, ChatResult
 from .prompt import ACTION_TOOLS, REPAIR_PROMPT, EpochScore, build_prompt, content_text, window_budget
 from .records import ActionRecord, EvalResult, Usage
 from .sandbox import check_imports
@@ -395,7 +396,7 @@ def _repair_messages(message: dict[str, Any], max_actions: int, actions: list[Ac
 _READ_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError, MemoryError)
 
 
-async def _ask(llm: Any, messages: list[dict[str, Any]], model: Optional[str]) -> tuple[Any, Optional[ActionRecord]]:
+async def _ask(llm: LLM, messages: list[dict[str, Any]], model: Optional[str]) -> tuple[Optional[ChatResult], Optional[ActionRecord]]:
     """(the reply, None), or (None, a rejection saying why) when the reply cannot even be read as a
     message. A cached reply then fails the same way, as a rejection again, never as a crash."""
     try:
@@ -420,7 +421,7 @@ def _repairable(message: dict[str, Any]) -> bool:
 
 
 async def propose(
-    llm: Any,
+    llm: LLM,
     functions: dict[str, bytes],
     last_eval: EvalResult,
     trajectories: dict[str, list[dict[str, Any]]],

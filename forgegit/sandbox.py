@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Coroutine, Optional, Sequence
 
 from .errors import ForgegitError
 from .isolation import Isolation, SandboxRefused, protect_host, unconfined
@@ -455,7 +455,7 @@ class Sandbox:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # ------------------------------------------------------------ the API
@@ -612,7 +612,7 @@ class Sandbox:
             return
         await self._release(fresh)
 
-    def _background(self, coro: Any) -> None:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

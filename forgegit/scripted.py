@@ -326,7 +326,7 @@ class ScriptedServer:
     def __enter__(self) -> "ScriptedServer":
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -174,7 +174,7 @@ class Toolbox:
     async def __aenter__(self) -> "Toolbox":
         return await self.start()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     @property

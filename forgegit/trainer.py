@@ -22,10 +22,12 @@ from typing import Any, Callable, Optional
 
 from . import git, history, notes, stats
 from .commits import commit_message, revert_message
+from .config import Settings
 from .errors import ForgegitError
 from .evaluation import Evaluator, load_trajectories, sandbox_limits
 from .function_files import write_actions
 from .functions import FunctionFileError, load_specs
+from .llm import LLM
 from .prompt import EpochScore
 from .proposal import Proposal, propose
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
@@ -101,7 +103,7 @@ class TrainLock:
         pid = pid.strip()
         return (pid if pid.isdigit() else "?"), (other.strip() or "?")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is None:
             return
         self.path.unlink(missing_ok=True)  # while still holding it: a waiter then sees another inode
@@ -186,7 +188,7 @@ class Trainer:
     val: TaskSet
     test: Optional[TaskSet]
     evaluator: Evaluator
-    optimizer_llm: Any
+    optimizer_llm: LLM
     echo: Echo = print
     run: RunRecord = field(init=False)
     tree: Worktree = field(init=False)
@@ -197,7 +199,7 @@ class Trainer:
         return self.ws.root
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.ws.settings
 
     # -- starting and resuming
@@ -345,10 +347,10 @@ class Trainer:
         records = [ActionRecord(a.kind, a.name, True) for a in proposal.actions] + list(proposal.rejected)
         for r in proposal.rejected:  # the optimizer's own text: one line each, no workflow command
             self.echo(f"  rejected {safe_text(r.kind, 40)} {safe_text(r.name, 100)}: {safe_text(r.reason, 2000)}")
-        epoch = EpochRecord(k, parent, None, None, records, proposal.rationale, before.score, None, False,
+        epoch = EpochRecord(epoch=k, parent=parent, commit=None, revert=None, actions=records,
+                            rationale=proposal.rationale, score_before=before.score, score_after=None, kept=False,
                             usage=proposal.usage)
         if not proposal.actions:
-            epoch.gate = None
             self.echo(f"epoch {k}: no valid edit proposed")
             self._record_epoch(epoch)
             return
@@ -471,7 +473,7 @@ def _gain(run: RunRecord) -> str:
     return f"val {g.base_score:.3f} -> {g.head_score:.3f}" if g else "trained"
 
 
-def _settings_json(s: Any) -> dict[str, Any]:
+def _settings_json(s: Settings) -> dict[str, Any]:
     keys = ("model", "optimizer_model", "epochs", "patience", "max_actions", "gate", "alpha", "min_delta",
             "batch_size", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
     return {k: getattr(s, k) for k in keys}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import git
+from .cache import ResponseCache
 from .config import CONFIG_FILE, Settings, load_settings, validate
 from .llm import LLM, Endpoint
 from .tasks import TaskSet, load_tasks
@@ -57,8 +58,7 @@ class Workspace:
         ts = load_tasks(p, self.settings.question_field, self.settings.answer_field)
         return TaskSet(self.display_path(p), ts.sha256, ts.tasks)
 
-    def cache(self) -> Any:
-        from .cache import ResponseCache
+    def cache(self) -> ResponseCache:
         return ResponseCache(git.state_dir(self.root) / "cache.sqlite")
 
     def llm(self, model: Optional[str] = None, *, optimizer: bool = False) -> LLM:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
@@ -12,7 +12,8 @@ from .. import git, notes, safejson
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown
 from ..isolation import Isolation
-from ..records import EvalResult, Usage, parse
+from ..records import EvalResult, TaskResult, Usage, parse
+from ..tasks import TaskSet
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
 from ._sandbox import announce_sandbox
@@ -27,7 +28,7 @@ class ProgressLine:
         self.passed = 0
         self.tokens = 0
 
-    def __call__(self, done: int, total: int, result: Any) -> None:
+    def __call__(self, done: int, total: int, result: TaskResult) -> None:
         self.passed += int(result.passed)
         self.tokens += result.usage.total_tokens
         filled = self.width * done // max(total, 1)
@@ -124,7 +125,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
             click.echo(f"  {value:<30} {p:>4}/{t:<4} {p / t:.3f}")
 
 
-async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool,
+async def _evaluate(ws: Workspace, rev: str, tasks: TaskSet, progress: bool,
                     as_json: bool) -> tuple[EvalResult, bool, Optional[Isolation]]:
     llm = ws.llm()
     try:

@@ -11,6 +11,7 @@ from ..actions_env import set_output
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
 from ..records import RunRecord
+from ..tasks import TaskSet
 from ..trainer import Trainer, TrainLock, Worktree, new_run_id
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
@@ -68,7 +69,7 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
     _report(run)
 
 
-def _check_sealed(test: Any, *others: Any) -> None:
+def _check_sealed(test: TaskSet, *others: TaskSet) -> None:
     """A sealed test split that shares questions with the training or validation set seals nothing."""
     seen = {t.question.strip() for ts in others for t in ts.tasks}
     shared = [t.id for t in test.tasks if t.question.strip() in seen]
@@ -89,7 +90,7 @@ def _tidy(ws: Workspace, run_id: str) -> None:
         pass
 
 
-async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Optional[str], run_id: str,
+async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[TaskSet], base_branch: Optional[str], run_id: str,
                  resume_branch: Optional[str], merge: bool) -> RunRecord:
     echo = click.echo
     agent_llm = ws.llm()
