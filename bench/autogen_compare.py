@@ -16,9 +16,9 @@ the same accounting for both), tagged per epoch by markers each side sends at it
                the last step's functions once, so both sides evaluate 4 function sets and ask the
                optimizer 3 times.
 The AutoGen side needs its own venv:
-    python3 -m venv /work/bench-venv && /work/bench-venv/bin/pip install "pyautogen==0.2.35" "numpy<2"
+    python3 -m venv .bench-venv && .bench-venv/bin/pip install "pyautogen==0.2.35" "numpy<2"
 (or set FORGEGIT_AUTOGEN_PYTHON to an interpreter that has it); without it that side is skipped.
-Run: /work/venv/bin/python bench/autogen_compare.py [--quick] [--tasks N] [--latency S]
+Run: python bench/autogen_compare.py [--quick] [--tasks N] [--latency S]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 from _common import HERE, RemoteServer, machine, make_repo, make_tasks, model_env, table, train_in_process
 
-INSTALL = ('python3 -m venv /work/bench-venv && /work/bench-venv/bin/pip install "pyautogen==0.2.35" "numpy<2" '
+INSTALL = ('python3 -m venv .bench-venv && .bench-venv/bin/pip install "pyautogen==0.2.35" "numpy<2" '
            "(or set FORGEGIT_AUTOGEN_PYTHON)")
 HEADER = ["system", "epoch", "wall s", "model calls", "prompt tokens", "of which optimizer calls",
           "optimizer prompt tokens", "score evaluated", "functions after"]
@@ -44,7 +44,7 @@ EPOCH_DONE = re.compile(r"^epoch (\d+): (\S+ -> \S+ (kept|reverted)|no valid edi
 
 def autogen_python() -> tuple[Optional[str], str]:
     """The bench venv's interpreter if it can import AgentOptimizer, else (None, why)."""
-    py = os.environ.get("FORGEGIT_AUTOGEN_PYTHON") or "/work/bench-venv/bin/python"
+    py = os.environ.get("FORGEGIT_AUTOGEN_PYTHON") or str(Path(__file__).resolve().parent.parent / ".bench-venv" / "bin" / "python")
     if not Path(py).exists():
         return None, f"{py} not found"
     probe = subprocess.run([py, "-c", "import autogen.agentchat.contrib.agent_optimizer"], capture_output=True,

@@ -9,7 +9,7 @@ scripted server (its own process, no latency).
                         git notes + the response cache should make it (almost) free
     crash at P + resume: FORGEGIT_TEST_CRASH_AT=P kills the run with SIGKILL at step P of epoch 1;
                         `forgegit train --resume` finishes it. extra = crashed + resumed - fresh.
-Run: /work/venv/bin/python bench/cache_resume.py [--quick] [--tasks N]
+Run: python bench/cache_resume.py [--quick] [--tasks N]
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ process (bench/_server.py) so it does not compete for this process's GIL. For ea
                     the floor set by the HTTP stack and the scripted server on this machine
 
 Target: ratio <= 1.2 at c = 16 (reported as PASS/MISS; never fails).
-Run: /work/venv/bin/python bench/eval_concurrency.py [--quick] [--tasks N] [--latency S]
+Run: python bench/eval_concurrency.py [--quick] [--tasks N] [--latency S]
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ records (`fault`, `injected`, `data_lost`) and prints one row per fault:
 index and working tree and every earlier note with a snapshot, and checks that every recorded epoch's
 commit is still on the training branch (tests/test_reliability.py `data_lost`). It must be 0.
 
-Run: /work/venv/bin/python bench/faults.py [--kills N] [-n WORKERS] [--markdown]
+Run: python bench/faults.py [--quick] [--kills N] [-n WORKERS] [--markdown]
 Exit status: 0 only when every test passed and no data was lost.
 """
 from __future__ import annotations
@@ -108,11 +108,16 @@ def render(rows: list[Row], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+QUICK_FILES = ("tests/test_tasks.py", "tests/test_notes.py")  # --quick: the fault tests that take seconds
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=6, help="random-moment SIGKILLs to inject (default 6)")
     ap.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default 2; 0 = none)")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke-test size: 1 random kill, only {' and '.join(QUICK_FILES)}")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k transient)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,8 +126,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                f"--junitxml={junit}", "-o", "junit_family=xunit1"]
         if args.workers != "0":
             cmd += ["-n", args.workers]
-        cmd += args.pytest_args or ["tests"]
-        env = {**os.environ, "FORGEGIT_FAULT_KILLS": str(args.kills)}
+        cmd += args.pytest_args or (list(QUICK_FILES) if args.quick else ["tests"])
+        env = {**os.environ, "FORGEGIT_FAULT_KILLS": str(1 if args.quick else args.kills)}
         t0 = time.monotonic()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         elapsed = time.monotonic() - t0

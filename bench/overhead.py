@@ -12,7 +12,7 @@ Part B, `forgegit eval REV` of a recorded result (no model call) with N notes in
     own note  = REV's own note holds the result;
     scan      = REV is a new commit with the same functions/ tree: every note is read to find it
                 (and the hit is copied into REV's note).
-Run: /work/venv/bin/python bench/overhead.py [--quick]
+Run: python bench/overhead.py [--quick]
 """
 from __future__ import annotations
 

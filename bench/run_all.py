@@ -1,4 +1,4 @@
-"""Run every benchmark in turn: /work/venv/bin/python bench/run_all.py [--quick]
+"""Run every benchmark in turn: python bench/run_all.py [--quick]
 
 Each benchmark runs as its own subprocess (a fresh interpreter, its own output); the exit code is
 non-zero if any of them failed. Benchmarks never fail on a figure: they print PASS/MISS.
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py"]
+BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "sandbox.py", "faults.py"]
 
 
 def main(argv: list[str]) -> int:

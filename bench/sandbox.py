@@ -7,10 +7,11 @@ v0.1:     one call through a started pool of forgegit 0.1's workers (deny-list m
 hardened: one call through today's pool (Landlock + seccomp + namespaces where allowed).
 Both warm kinds run at once in two processes and are measured in interleaved rounds, so a shared
 machine's drifting load hits both alike. Start-up is the time to start a 2-worker pool.
-Run: python bench/sandbox.py [N]
+Run: python bench/sandbox.py [N] [--quick]
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -109,11 +110,15 @@ def main() -> None:
     if sys.argv[1:2] == ["--serve"]:
         asyncio.run(serve())
         return
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("n", nargs="?", type=int, default=30, help="calls per measurement (default 30)")
+    ap.add_argument("--quick", action="store_true", help="smoke-test size: 4 calls, 2 rounds")
+    args = ap.parse_args()
+    n, rounds = (4, 2) if args.quick else (args.n, 20)
     c = statistics.median(cold(n))
     old, new = Server(V01_REVISION), Server()
     try:
-        for _ in range(20):  # 20 interleaved rounds of n/2 calls each
+        for _ in range(rounds):  # interleaved rounds of n/2 calls each
             for server in (old, new):
                 server.round(max(1, n // 2))
     finally:
@@ -121,7 +126,7 @@ def main() -> None:
         new.close()
     w_old, w_new = statistics.median(old.times), statistics.median(new.times)
     print(f"sandbox call cost, median of {n} cold / {len(new.times)} warm calls per worker kind, "
-          f"in 20 interleaved rounds (python {sys.version.split()[0]}, uid {os.getuid()})")
+          f"in {rounds} interleaved rounds (python {sys.version.split()[0]}, uid {os.getuid()})")
     print(f"hardened isolation: {new.info['isolation']}")
     print(f"{'mode':<40}{'median ms':>11}{'p90 ms':>9}{'start-up ms':>13}")
     print(f"{'cold: spawn python + import + call':<40}{c * 1000:>11.3f}")

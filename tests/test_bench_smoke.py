@@ -50,8 +50,32 @@ def test_autogen_compare() -> None:
     assert "forgegit / autogen, totals" in out or "autogen: skipped:" in out
 
 
+def test_sandbox() -> None:
+    """bench/sandbox.py measures a cold call, v0.1's warm worker and today's, and prints their ratios."""
+    out = run_bench("sandbox.py")
+    assert "cold: spawn python + import + call" in out
+    assert "ratio hardened / v0.1 (warm call)" in out and "hardened warm call under 1 ms:" in out
+
+
+def test_faults() -> None:
+    """bench/faults.py runs fault tests and prints one row per fault with 0 data lost."""
+    out = run_bench("faults.py")
+    assert "fault" in out and "data lost" in out and "pytest:" in out
+
+
+def test_run_all_covers_every_bench_script() -> None:
+    """bench/run_all.py runs every bench/<name>.py script (helpers start with _), none forgotten."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+    scripts = sorted(p.name for p in BENCH.glob("[!_]*.py") if p.name not in ("run_all.py", "local_model.py"))
+    assert sorted(run_all.BENCHMARKS) == scripts
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
-                                  "run_all.py"])
+                                  "sandbox.py", "faults.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()
