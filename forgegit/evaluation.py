@@ -93,7 +93,7 @@ def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
 def _failure(t: Trajectory, passed: bool) -> Optional[str]:
     if passed:
         return None
-    if t.stop in ("turn_limit", "llm_error", "agent_error"):
+    if t.stop in ("turn_limit", "llm_error", "timeout", "agent_error"):
         return t.stop
     return "wrong_answer" if (t.answer or "").strip() else "no_answer"
 
@@ -135,14 +135,25 @@ class Evaluator:
         tree = git.functions_tree(self.repo, commit)
         key = evalstore.eval_key(tree, tasks.sha256, self.settings)
         hit = self.recorded(commit, tasks, key)
-        if hit is not None:
+        if hit is not None and not self._timed_out_before(hit):
             return hit, True
+        if hit is not None:  # run only the tasks a smaller `timeout` failed; the rest is reused
+            ckpt = checkpoint_path(self.repo, key)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.write_text("".join(json.dumps(to_json(r), sort_keys=True) + "\n"
+                                    for r in hit.results if r.failure != "timeout"), encoding="utf-8")
         result = await self._run(commit, tree, key, tasks)
         self._fresh[key] = result
         if record:
             evalstore.record(self.repo, commit, result)
         checkpoint_path(self.repo, key).unlink(missing_ok=True)  # the note (or this evaluator) has it all now
         return result, False
+
+    def _timed_out_before(self, hit: EvalResult) -> bool:
+        """Whether some task of a recorded result timed out under a smaller `timeout` than this one's."""
+        before = hit.settings.get("timeout")
+        smaller = not isinstance(before, (int, float)) or isinstance(before, bool) or before < self.settings.timeout
+        return smaller and any(r.failure == "timeout" for r in hit.results)
 
     async def _run(self, commit: str, tree: str, key: str, tasks: TaskSet) -> EvalResult:
         s = self.settings
@@ -210,7 +221,8 @@ class Evaluator:
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
             model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,
             results=ordered, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            settings={k: getattr(s, k) for k in evalstore.KEY_SETTINGS}, trajectories=str(tdir),
+            # timeout is not in the key; it is kept so that a larger one runs the tasks it failed again
+            settings={**{k: getattr(s, k) for k in evalstore.KEY_SETTINGS}, "timeout": s.timeout}, trajectories=str(tdir),
         )
 
 
