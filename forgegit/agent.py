@@ -38,6 +38,9 @@ SYSTEM_PROMPT = (
 )
 
 
+CUT_OFF = "the reply was cut off (finish_reason: length)"  # Trajectory.error of an answer cut at max_tokens
+
+
 @dataclass
 class Trajectory:
     """What an agent did on one task: the messages, its final answer and why it stopped."""
@@ -144,7 +147,7 @@ async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
         if not calls:
             t.answer, t.stop = reply.message.get("content") or "", "answer"
             if reply.finish_reason == "length":
-                t.error = "the reply was cut off (finish_reason: length)"
+                t.error = CUT_OFF
             break
         for call in calls:
             fn = call.get("function") or {}

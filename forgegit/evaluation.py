@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import evalstore, git, safejson
-from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
-from .checkers import get_checker
+from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
+from .checkers import cut_off_verdict, get_checker
 from .config import Settings
 from .errors import ForgegitError
 from .functions import load_specs
@@ -188,7 +188,10 @@ class Evaluator:
                 async with sem:
                     ctx = AgentContext(schemas, toolbox, self.llm, s)
                     t = await run_agent(agent, task, ctx)
-                verdict = checker(t.answer or "", task) if t.stop == "answer" else None
+                verdict = None
+                if t.stop == "answer":  # a cut-off reply is not judged by the number the cut left last
+                    verdict = (cut_off_verdict(s.checker, t.answer or "") if t.error == CUT_OFF else None) \
+                        or checker(t.answer or "", task)
                 passed = bool(verdict and verdict.passed)
                 feedback = verdict.feedback if verdict else (t.error or t.stop)
                 if verdict and t.error:
