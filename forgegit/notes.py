@@ -46,10 +46,14 @@ CAS_ATTEMPTS = 100
 LOCK_TIMEOUT_S = 120.0
 _ZERO = "0" * 40
 
-# Settings that change an evaluation's outcome (and so are part of its key).
+# Settings that change an evaluation's outcome (and so are part of its key). max_tokens cuts a reply
+# (or lets a small model loop) and tool_choice decides whether some servers use the tools at all.
+# Not timeout: it changes no reply, only how long forgegit waits for one, and a task it failed is
+# run again under a larger one (evaluation.Evaluator); nor context_window, which describes the
+# server (like OPENAI_BASE_URL), not the experiment.
 KEY_SETTINGS = (
     "model", "agent", "system_prompt", "max_turns", "temperature", "python_tool",
-    "checker", "tool_timeout", "memory_mb", "max_output",
+    "checker", "tool_timeout", "memory_mb", "max_output", "max_tokens", "tool_choice",
 )
 
 _lock = threading.Lock()

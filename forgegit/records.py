@@ -177,7 +177,8 @@ class TaskResult:
         return cls(**d)
 
 
-FAILURE_KINDS = ("wrong_answer", "no_answer", "turn_limit", "llm_error", "agent_error")
+# timeout: a model request took over `timeout` (the task is run again under a larger one)
+FAILURE_KINDS = ("wrong_answer", "no_answer", "turn_limit", "llm_error", "timeout", "agent_error")
 
 
 @dataclass

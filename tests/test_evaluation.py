@@ -239,5 +239,50 @@ def test_a_request_that_times_out_fails_its_task_and_the_eval_goes_on(demo_repo:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     failed = [r for r in data["results"] if not r["passed"]]
-    assert len(failed) == 1 and failed[0]["failure"] == "llm_error" and "--timeout" in failed[0]["feedback"]
+    assert len(failed) == 1 and failed[0]["failure"] == "timeout" and "--timeout" in failed[0]["feedback"]
     assert data["passed"] == data["total"] - 1
+
+
+def test_a_larger_timeout_runs_again_only_the_tasks_a_smaller_one_failed(demo_repo: Path, scripted: Any, llm_env: Any) -> None:
+    """Raising --timeout, as the timeout message says, reruns the timed-out task, not the whole evaluation."""
+    import time
+    inner = demo.make_script()
+    slow = demo.TASKS[0]["question"]
+
+    def script(r: dict[str, Any]) -> Any:
+        if any(m.get("content") == slow for m in r["messages"]):
+            time.sleep(1.0)
+        return inner(r)
+
+    server = scripted(script)
+    llm_env(server)
+    assert eval_cli("--timeout", "0.3").exit_code == 0
+    calls = server.calls
+    same = eval_cli("--timeout", "0.3")  # the same timeout: the recorded result stands
+    assert same.exit_code == 0 and "no model call" in same.output and server.calls == calls
+    larger = eval_cli("--json", "--timeout", "30")
+    assert larger.exit_code == 0, larger.output
+    data = json.loads(larger.output)
+    assert data["passed"] == data["total"] == 12
+    assert server.calls - calls == 2  # the slow task's two requests; the eleven others were reused
+    assert "no model call" in eval_cli("--timeout", "60").output  # nothing timed out any more
+
+
+def test_a_result_recorded_with_other_max_tokens_or_tool_choice_is_not_reused(
+        demo_repo: Path, scripted: Any, llm_env: Any) -> None:
+    """A reply cut at another max_tokens, or tools a server ignored without tool_choice, is another result;
+    a different --timeout is not (it changes no reply)."""
+    server = scripted(demo.make_script())
+    llm_env(server)
+    assert eval_cli().exit_code == 0
+    calls = server.calls
+    timeout = eval_cli("--timeout", "77")
+    assert timeout.exit_code == 0 and "no model call" in timeout.output and server.calls == calls
+    config = demo_repo / "forgegit.toml"
+    base = config.read_text()
+    for setting in ('max_tokens = 512', 'tool_choice = "required"', 'tool_choice = ""'):
+        config.write_text(base + setting + "\n")
+        again = eval_cli()
+        assert again.exit_code == 0, again.output
+        assert "no model call" not in again.output and server.calls > calls, setting
+        calls = server.calls

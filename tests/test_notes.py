@@ -115,3 +115,13 @@ def test_evaluations_recorded_by_processes_writing_at_once_are_all_kept(tmp_path
     record_property("data_lost", len(expected - kept))
     assert kept == expected, f"{len(expected - kept)} of {len(expected)} results lost"
     assert not git(repo, "for-each-ref", notes.TMP_PREFIX)  # no private ref left behind
+
+
+def test_key_changes_with_max_tokens_and_tool_choice_but_not_with_timeout_or_context_window() -> None:
+    """A result recorded with another reply limit or tool_choice is not reused; a slower machine's timeout is no reason to pay again."""
+    s = Settings()
+    k = notes.eval_key("t1", "h1", s)
+    assert k != notes.eval_key("t1", "h1", s.with_overrides(max_tokens=256))
+    assert k != notes.eval_key("t1", "h1", s.with_overrides(max_tokens=0))
+    assert k != notes.eval_key("t1", "h1", s.with_overrides(tool_choice=""))
+    assert k == notes.eval_key("t1", "h1", s.with_overrides(timeout=900.0, context_window=8192, optimizer_max_tokens=1))
