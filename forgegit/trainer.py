@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from . import evalstore, git, history, stats
 from .errors import ForgegitError
-from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
+from .evaluation import Evaluator, FunctionFilesError, conversations_of, sandbox_limits
 from .functions import load_specs
 from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
@@ -331,7 +331,7 @@ class Trainer:
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
         proposal: Proposal = await propose(
-            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
+            self.optimizer_llm, files, before, conversations_of(self.repo, before), self._history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
         )
