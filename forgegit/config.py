@@ -60,6 +60,7 @@ class Settings:
     budget_tokens: int = field(default=0, metadata={"doc": "Stop training cleanly once this many tokens are spent (0 = no limit)."})
     budget_usd: float = field(default=0.0, metadata={"doc": "Stop training cleanly once this much is spent, in USD (0 = no limit)."})
     conversation_kb: int = field(default=2048, metadata={"doc": "Most KiB of agent conversations stored in git (refs/forgegit/conversations) per evaluation, failed tasks first; 0 stores none."})
+    show_expected: bool = field(default=True, metadata={"doc": "Show the optimizer each failed training task's expected answer (it helps, and invites hard-coding that only validation catches); validation and test answers are never shown."})
     optimizer_context_tokens: int = field(default=12000, metadata={"doc": "Token budget of the optimizer's prompt (functions, score history and trajectories)."})
     seed: int = field(default=0, metadata={"doc": "Seed for sampling minibatches and the bootstrap."})
     prices: dict[str, Any] = field(default_factory=dict, metadata={"doc": "USD per 1M tokens by model, e.g. {\"my-model\" = {prompt = 0.5, completion = 1.5}}."})
