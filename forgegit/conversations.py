@@ -206,7 +206,7 @@ def _commit(repo: Path, entries: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def _lock(repo: Path) -> Iterator[None]:
-    from .evalstore import _file_lock  # the same flock helper the notes use
+    from .notes import _file_lock  # the same flock helper the notes use
     with _file_lock(git.state_dir(repo) / "conversations.lock"):
         yield
 

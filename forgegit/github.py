@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from . import conversations, evalstore, git
+from . import conversations, git, notes
 from .errors import ForgegitError
 from .records import RunRecord
 from .report import MARKER_PREFIX, pct, render_markdown
@@ -239,7 +239,7 @@ def push_notes(repo: Path, remote: str = "origin") -> Optional[str]:
     # Someone else added notes: merge theirs in (both sides' results kept), then push again.
     fetched = git.run(["fetch", remote, f"+{NOTES_REF}:refs/notes/forgegit-remote"], repo, check=False)
     if fetched.returncode == 0:
-        evalstore.merge_from(repo, "refs/notes/forgegit-remote")  # a note both sides wrote keeps both's results
+        notes.merge_from(repo, "refs/notes/forgegit-remote")  # a note both sides wrote keeps both's results
         if git.run(["push", remote, spec], repo, check=False).returncode == 0:
             return None
     return f"could not push {NOTES_REF} to {remote}: the PR is fine, but `forgegit log` elsewhere lacks this run"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import conversations, evalstore, git
+from . import conversations, git, notes
 from .github import NOTES_REF, push_notes
 
 NOTES_REMOTE_REF = "refs/notes/forgegit-remote"
@@ -21,7 +21,7 @@ def fetch(repo: Path, remote: str = "origin") -> list[str]:
     e.g. ["notes", "conversations"]."""
     got = []
     if git.run(["fetch", "--quiet", remote, f"+{NOTES_REF}:{NOTES_REMOTE_REF}"], repo, check=False).returncode == 0:
-        evalstore.merge_from(repo, NOTES_REMOTE_REF)
+        notes.merge_from(repo, NOTES_REMOTE_REF)
         git.run(["update-ref", "-d", NOTES_REMOTE_REF], repo, check=False)
         got.append("notes")
     if conversations.fetch(repo, remote):

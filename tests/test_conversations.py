@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from conftest import git
 
-from forgegit import conversations, demo, evalstore
+from forgegit import conversations, demo, notes
+from forgegit.records import EvalResult
 from forgegit.cli import cli
 from forgegit.scripted import Reply
 
@@ -97,8 +98,8 @@ def test_push_from_two_clones_keeps_both_clones_conversations(
     assert len(keys) == 2
     monkeypatch.chdir(a)
     forgegit("fetch", "origin")
-    trees = [evalstore.EvalResult.from_json(e).conversations
-             for note in evalstore.all_notes(a).values() for e in note.get("evals", {}).values()]
+    trees = [EvalResult.from_json(e).conversations
+             for note in notes.all_notes(a).values() for e in note.get("evals", {}).values()]
     assert sorted(len(conversations.load(a, t)) for t in trees) == [3, 5]
 
 

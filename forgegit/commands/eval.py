@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from .. import conversations, evalstore, git, safejson
+from .. import conversations, git, notes, safejson
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown, store_conversations, trajectories_dir
 from ..isolation import Isolation
@@ -57,7 +57,7 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     """Combine shard results (from `--shard K/N --out FILE`) into one result for the whole task set."""
     full = ws.task_set(tasks_path, from_cli=True)
     commit = git.resolve(ws.root, rev)
-    key = evalstore.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
+    key = notes.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
     parts: list[EvalResult] = []
     raw: list[Any] = []
     for f in files:
@@ -84,7 +84,7 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     merged = EvalResult(key, commit, parts[0].tree, full.path, full.sha256, ws.settings.model,
                         sum(r.passed for r in results), len(results), usage, results, parts[0].created,
                         parts[0].settings, conversations=tree)
-    evalstore.record(ws.root, commit, merged)
+    notes.record(ws.root, commit, merged)
     return merged
 
 

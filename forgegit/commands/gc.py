@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from .. import conversations, evalstore, git
+from .. import conversations, git, notes
 from ..errors import ForgegitError
 from .cache import human_size
 
@@ -14,7 +14,7 @@ from .cache import human_size
 def referenced(root: Path) -> dict[str, str]:
     """{evaluation key: when it was created} for every evaluation recorded in the notes."""
     out: dict[str, str] = {}
-    for note in evalstore.all_notes(root).values():
+    for note in notes.all_notes(root).values():
         for key, data in (note.get("evals") or {}).items():
             created = str(data.get("created") or "") if isinstance(data, dict) else ""
             out[str(key)] = max(out.get(str(key), ""), created)
