@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
+from .records import EpochRecord
 from .tokens import count_tokens, trim_to_tokens
 
 TASK_IDS_SHOWN = 10  # fixed/broken task ids listed per attempt
@@ -54,13 +55,13 @@ class Attempt:
         return "reverted: no change in score"
 
     @classmethod
-    def from_epoch(cls, e: Any, diff: str = "") -> "Attempt":
+    def from_epoch(cls, epoch: EpochRecord, diff: str = "") -> "Attempt":
         """An attempt from an EpochRecord (and the diff of its commit, when it has one)."""
-        gate = getattr(e, "gate", None)
+        e, gate = epoch, epoch.gate
         return cls(
             epoch=e.epoch, committed=bool(e.commit), kept=bool(e.kept), score_before=e.score_before,
-            score_after=e.score_after, gate_reason=str(getattr(gate, "reason", "") or ""),
-            p_value=getattr(gate, "p_value", None), fixed=list(e.flipped_up), broke=list(e.flipped_down),
+            score_after=e.score_after, gate_reason=gate.reason if gate else "",
+            p_value=gate.p_value if gate else None, fixed=list(e.flipped_up), broke=list(e.flipped_down),
             applied=[f"{a.kind} {a.name}" for a in e.actions if a.accepted],
             rejected=[(f"{a.kind} {a.name}", a.reason) for a in e.actions if not a.accepted], diff=diff,
         )
