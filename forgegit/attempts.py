@@ -113,7 +113,7 @@ def render(attempts: list[Attempt], budget: int) -> str:
         block = _block(a, min(DIFF_TOKENS, share - count_tokens(_block(a, 0)) - 8))
         cost = count_tokens(block) + 2
         if cost > left:
-            block = f"- {outcome(a)}"
+            block = f"* {outcome(a)}"  # not "- epoch N:", the score history's line
             cost = count_tokens(block) + 1
             if cost > left:
                 blocks.append(f"({len(failed) - i} older attempts left out for space)")

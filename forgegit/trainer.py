@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import git, history, notes, stats
+from .attempts import Attempt, files_key
 from .commits import commit_message, revert_message
 from .errors import ForgegitError
 from .evaluation import Evaluator, conversations_of, sandbox_limits
@@ -33,6 +34,7 @@ from .tasks import TaskSet
 from .workflow_commands import safe_text
 from .workspace import Workspace
 
+MAX_DIFF_CHARS = 40_000  # of an attempt's diff kept for the prompt (the prompt cuts it to its budget)
 CRASH_ENV = "FORGEGIT_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at a named step
 
 Echo = Callable[[str], None]
@@ -322,9 +324,35 @@ class Trainer:
     def _score_history(self) -> list[dict[str, Any]]:
         return [
             {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
-             "kept": e.kept, "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
+             "kept": e.kept, "status": Attempt.from_epoch(e).label,
+             "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
             for e in self.run.epochs
         ]
+
+    def _attempts(self) -> list[Attempt]:
+        """Every epoch not kept, with the diff of its commit (read from git: a fresh clone has it too)."""
+        out = []
+        for e in self.run.epochs:
+            if e.kept:
+                continue
+            diff = ""
+            if e.commit:
+                proc = git.run(["diff", "--no-color", "--no-ext-diff", e.parent, e.commit, "--", git.FUNCTIONS_DIR],
+                               self.repo, check=False)
+                diff = proc.stdout[:MAX_DIFF_CHARS]
+            out.append(Attempt.from_epoch(e, diff))
+        return out
+
+    def _tried(self, attempts: list[Attempt]) -> dict[str, Attempt]:
+        """{files_key of its functions: attempt} for every epoch that committed edits and was reverted."""
+        commits = {e.epoch: e.commit for e in self.run.epochs if e.commit and not e.kept}
+        return {files_key(git.read_functions(self.repo, commits[a.epoch])): a for a in attempts if a.epoch in commits}
+
+    def _sealed_ids(self) -> set[str]:
+        """Validation and test task ids that are not training tasks: never in a prompt."""
+        train = {t.id for t in self.tasks.tasks}
+        others = [*self.val.tasks, *(self.test.tasks if self.test else [])]
+        return {t.id for t in others if t.id not in train}
 
     async def _epoch(self, k: int) -> None:
         run, s = self.run, self.settings
@@ -333,10 +361,13 @@ class Trainer:
         before = await self._eval(parent, batch)
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
+        attempts = self._attempts()
         proposal: Proposal = await propose(
             self.optimizer_llm, files, before, conversations_of(self.repo, before), self._score_history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
+            attempts=attempts, tried=self._tried(attempts), show_expected=s.show_expected, seed=s.seed + k,
+            forbidden_task_ids=self._sealed_ids(),
         )
         self._spend(proposal.usage)
         crashpoint("after-optimizer")

@@ -37,7 +37,7 @@ def test_many_attempts_fit_the_budget_newest_in_full() -> None:
     text = render(attempts, 1500)
     assert count_tokens(text) <= 1500
     assert text.startswith("### epoch 40:") and "+ change number 40" in text
-    assert "older attempts left out for space" in text or "- epoch 1:" in text
+    assert "older attempts left out for space" in text or "* epoch 1:" in text
 
 
 def test_kept_epochs_are_not_attempts_to_avoid() -> None:

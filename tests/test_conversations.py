@@ -78,7 +78,7 @@ def test_fresh_clone_first_optimizer_prompt_carries_conversations_recorded_in_an
     forgegit("train", "--epochs", "1", "--run-id", "fresh")
     first = prompts[0]
     assert MARK in first and "machine-b" not in first  # A's conversations, not a re-run on B
-    assert "(no trajectory recorded)" not in first
+    assert "(no conversation recorded)" not in first
     assert "[user] What is the sum of the digits of 987654?" in first
 
 
