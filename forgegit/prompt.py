@@ -24,7 +24,8 @@ SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
 PROBLEMS_SHOWN = 8  # problems listed per broken file
 MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
 OMITTED_NAMES = 30
-FULL_CONVERSATIONS = 3  # failed tasks shown with their whole conversation first (GEPA reflects on about three)
+FULL_CONVERSATIONS = 3  # failed tasks shown with their whole conversation first (GEPA reflects on about three),
+MAX_FULL_CONVERSATIONS = 6  # or one per failure kind present, up to this many
 FULL_SHARE = 0.5  # of the tasks' room those may take
 FULL_TOKENS = 1500  # one full conversation, at most
 ATTEMPTS_SHARE = 5  # the attempts not kept take at most 1/ATTEMPTS_SHARE of the prompt's room
@@ -305,7 +306,8 @@ def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget:
     used = 0
     blocks: list[str] = []
     full: dict[str, str] = {}
-    candidates = [r for r in failed if str(r.task_id) in bodies][:FULL_CONVERSATIONS]
+    kinds = len({r.failure for r in failed})
+    candidates = [r for r in failed if str(r.task_id) in bodies][:max(FULL_CONVERSATIONS, min(kinds, MAX_FULL_CONVERSATIONS))]
     if len(candidates) < len(failed):
         text = (f"All {len(failed)} failed tasks, counted:\n{selection.summary(failed, conversations)}\n"
                 f"The first {len(candidates)} below are shown with their whole conversation, chosen to differ "

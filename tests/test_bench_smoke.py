@@ -50,8 +50,15 @@ def test_autogen_compare() -> None:
     assert "forgegit / autogen, totals" in out or "autogen: skipped:" in out
 
 
+def test_prompt_scale() -> None:
+    """The optimizer-prompt bench prints its table and meets its target at the quick sizes."""
+    out = run_bench("prompt_scale.py")
+    assert "| tasks | failed | prompt tokens | full conversations |" in out and "| 100 |" in out
+    assert "within the budget: PASS" in out
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
-                                  "run_all.py"])
+                                  "prompt_scale.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()
