@@ -90,6 +90,8 @@ def _block(a: Attempt, diff_tokens: int) -> str:
         lines.append("applied: " + ", ".join(a.applied))
     for what, reason in a.rejected:
         lines.append(f"rejected {what}: {trim_to_tokens(reason, REASON_TOKENS)}")
+    if a.kept:
+        return "\n".join(lines)  # its edits are the current functions: only the rejected ones are news
     if a.diff and diff_tokens >= MIN_DIFF_TOKENS:
         diff = trim_to_tokens(a.diff, diff_tokens)
         fence = "`" * max(3, max((len(r) for r in diff.split("\n") if set(r) == {"`"}), default=0) + 1)
@@ -100,9 +102,10 @@ def _block(a: Attempt, diff_tokens: int) -> str:
 
 
 def render(attempts: list[Attempt], budget: int) -> str:
-    """The attempts that were not kept, newest first, within budget tokens: each with its diff while
-    room allows (the newest get the larger share), then one line each, then a count of the rest."""
-    failed = [a for a in reversed(attempts) if not a.kept]
+    """The attempts that were not kept (and kept epochs' rejected actions), newest first, within budget
+    tokens: each with its diff while room allows (the newest get the larger share), then one line
+    each, then a count of the rest."""
+    failed = [a for a in reversed(attempts) if not a.kept or a.rejected]
     if not failed:
         return "(none yet)"
     blocks: list[str] = []

@@ -330,13 +330,14 @@ class Trainer:
         ]
 
     def _attempts(self) -> list[Attempt]:
-        """Every epoch not kept, with the diff of its commit (read from git: a fresh clone has it too)."""
+        """Every epoch not kept, with the diff of its commit (read from git: a fresh clone has it too),
+        and every kept one that had actions rejected."""
         out = []
         for e in self.run.epochs:
-            if e.kept:
+            if e.kept and all(a.accepted for a in e.actions):
                 continue
             diff = ""
-            if e.commit:
+            if e.commit and not e.kept:
                 proc = git.run(["diff", "--no-color", "--no-ext-diff", e.parent, e.commit, "--", git.FUNCTIONS_DIR],
                                self.repo, check=False)
                 diff = proc.stdout[:MAX_DIFF_CHARS]

@@ -40,8 +40,11 @@ def test_many_attempts_fit_the_budget_newest_in_full() -> None:
     assert "older attempts left out for space" in text or "* epoch 1:" in text
 
 
-def test_kept_epochs_are_not_attempts_to_avoid() -> None:
-    assert render([attempt(1, 0.2, 0.9, kept=True)], 500) == "(none yet)"
+def test_kept_epochs_are_not_attempts_to_avoid_but_their_rejected_actions_are_shown() -> None:
+    """A kept epoch is no attempt to avoid; the action it had rejected, and why, still reaches the prompt."""
+    assert render([attempt(1, 0.2, 0.9, kept=True, diff="+x")], 500) == "(none yet)"
+    text = render([attempt(1, 0.2, 0.9, kept=True, diff="+x", rejected=[("add ../pwn", "not an identifier")])], 500)
+    assert "epoch 1: kept" in text and "rejected add ../pwn: not an identifier" in text and "+x" not in text
 
 
 def test_a_tree_tried_before_has_the_same_key_and_its_refusal_says_what_happened() -> None:
