@@ -93,7 +93,7 @@ def _block(a: Attempt, diff_tokens: int) -> str:
     if a.kept:
         return "\n".join(lines)  # its edits are the current functions: only the rejected ones are news
     if a.diff and diff_tokens >= MIN_DIFF_TOKENS:
-        diff = trim_to_tokens(a.diff, diff_tokens)
+        diff = trim_to_tokens(a.diff.rstrip("\n"), diff_tokens)
         fence = "`" * max(3, max((len(r) for r in diff.split("\n") if set(r) == {"`"}), default=0) + 1)
         lines.append(f"{fence}diff\n{diff}\n{fence}")
     elif a.diff:
@@ -105,7 +105,7 @@ def render(attempts: list[Attempt], budget: int) -> str:
     """The attempts that were not kept (and kept epochs' rejected actions), newest first, within budget
     tokens: each with its diff while room allows (the newest get the larger share), then one line
     each, then a count of the rest."""
-    failed = [a for a in reversed(attempts) if not a.kept or a.rejected]
+    failed = [a for a in reversed(attempts) if a.rejected or (a.committed and not a.kept)]  # "no edit" is no attempt
     if not failed:
         return "(none yet)"
     blocks: list[str] = []

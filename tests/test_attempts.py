@@ -40,6 +40,10 @@ def test_many_attempts_fit_the_budget_newest_in_full() -> None:
     assert "older attempts left out for space" in text or "* epoch 1:" in text
 
 
+def test_an_epoch_without_any_edit_is_not_listed_as_an_attempt() -> None:
+    assert render([attempt(1, 0.5, None, committed=False)], 500) == "(none yet)"
+
+
 def test_kept_epochs_are_not_attempts_to_avoid_but_their_rejected_actions_are_shown() -> None:
     """A kept epoch is no attempt to avoid; the action it had rejected, and why, still reaches the prompt."""
     assert render([attempt(1, 0.2, 0.9, kept=True, diff="+x")], 500) == "(none yet)"
