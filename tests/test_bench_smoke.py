@@ -57,8 +57,14 @@ def test_prompt_scale() -> None:
     assert "within the budget: PASS" in out
 
 
+def test_conversations_store() -> None:
+    """The conversation-storage bench prints its table and stores within the budget."""
+    out = run_bench("conversations_store.py")
+    assert "| tasks | stored | KiB stored | stage s | store s | publish s | load s |" in out and "| 100 | 100 |" in out
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
-                                  "prompt_scale.py", "run_all.py"])
+                                  "prompt_scale.py", "conversations_store.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()
