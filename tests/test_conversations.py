@@ -219,3 +219,28 @@ def test_conversation_budget_zero_stores_none_and_prompt_says_so(
     assert data["conversations"] == "" and data["total"] == len(demo.TASKS)
     assert git(a, "for-each-ref", conversations.REF) == ""
     assert not (a / ".git" / "forgegit" / "trajectories").exists() or not any((a / ".git" / "forgegit" / "trajectories").iterdir())
+
+
+def test_fetch_keeps_conversations_this_clone_has_not_pushed(machines: tuple[Path, Path, Path]) -> None:
+    """`forgegit fetch` merges the remote's conversations in; a local evaluation not yet pushed is kept."""
+    origin, a, b = machines
+    git(b.parent, "clone", "-q", str(origin), str(b))
+    theirs = _tree(a, {"x.json": _blob(a, good("x", "from a"))})
+    conversations.publish(a, {"1" * 32: theirs})
+    assert conversations.push(a, "origin") is None
+    mine = _tree(b, {"y.json": _blob(b, good("y", "only on b"))})
+    conversations.publish(b, {"2" * 32: mine})
+    assert conversations.fetch(b, "origin")
+    keys = git(b, "ls-tree", "--name-only", conversations.REF).split()
+    assert keys == ["1" * 32, "2" * 32]
+    assert conversations.load(b, theirs)["x"][0]["content"] == "from a"
+
+
+def test_a_note_written_before_conversations_were_stored_in_git_still_finds_this_machines(repo: Path) -> None:
+    """An old note (a local `trajectories` path, no `conversations` tree) reads what this machine staged."""
+    from forgegit.evaluation import conversations_of, trajectories_dir
+    from forgegit.records import TaskResult, Usage
+    conversations.stage(trajectories_dir(repo, "k" * 32), {"task_id": "t1", "messages": [{"role": "user", "content": "old"}]})
+    old = EvalResult("k" * 32, "rev", "tree", "f", "h", "m", 0, 1, Usage(), [TaskResult("t1", False, "", "", "")],
+                     trajectories="/somewhere/else/.git/forgegit/trajectories/kkk")
+    assert conversations_of(repo, old)["t1"][0]["content"] == "old"
