@@ -1,6 +1,7 @@
 """The optimizer's prompt: the action tools it is offered, its system and user messages (the current
-function files, the score history, the last evaluation's tasks failures first), fitted to a token budget
-and to the model's context window."""
+function files, the score history, the attempts not kept, the last evaluation's tasks: a summary of the
+failures, a few diverse ones in full, then the rest), fitted to a token budget and to the model's
+context window."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
 PROBLEMS_SHOWN = 8  # problems listed per broken file
 MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
 OMITTED_NAMES = 30
-FULL_CONVERSATIONS = 3  # failed tasks shown with their whole conversation first (GEPA reflects on about three),
+FULL_CONVERSATIONS = 3  # failed tasks shown with their whole conversation first (GEPA reflects on about three)
 MAX_FULL_CONVERSATIONS = 6  # or one per failure kind present, up to this many
 FULL_SHARE = 0.5  # of the tasks' room those may take
 FULL_TOKENS = 1500  # one full conversation, at most
