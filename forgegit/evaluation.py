@@ -31,7 +31,7 @@ def trajectories_dir(repo: Path, key: str) -> Path:
 def save_trajectory(directory: Path, task: Task, t: Trajectory, result: TaskResult) -> None:
     """Stage one task's conversation (compacted) until the evaluation stores them all in git."""
     conversations.stage(directory, {
-        "task_id": task.id, "question": task.question, "expected": task.answer,
+        "task_id": task.id, "question": task.question,  # not the expected answer: the note has it
         "passed": result.passed, "feedback": result.feedback, "failure": result.failure,
         "stop": t.stop, "error": t.error, "answer": t.answer, "messages": t.messages,
         "usage": {"prompt_tokens": t.usage.prompt_tokens, "completion_tokens": t.usage.completion_tokens},
