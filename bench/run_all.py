@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "sandbox.py", "faults.py"]
+BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "sandbox.py", "faults.py",
+              "prompt_scale.py", "conversations_store.py"]
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,9 @@ COMMANDS = {
     "pr": "Push the training branch and open or update its pull request.",
     "demo": "Run a complete offline training against a scripted model.",
     "cache": "Inspect or clear the model-response cache.",
+    "push": "Push the recorded results (notes) and agent conversations to a remote.",
+    "fetch": "Fetch other clones' recorded results and agent conversations from a remote.",
+    "gc": "Prune stored agent conversations no note refers to (or older ones).",
     "serve": "Serve the functions of a revision as an MCP server (stdio, or --http).",
 }
 

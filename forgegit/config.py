@@ -62,6 +62,8 @@ class Settings:
     batch_size: int = field(default=0, metadata={"doc": "Tasks sampled per epoch (0 = all): the gate compares the same sample before and after."})
     budget_tokens: int = field(default=0, metadata={"doc": "Stop training cleanly once this many tokens are spent (0 = no limit)."})
     budget_usd: float = field(default=0.0, metadata={"doc": "Stop training cleanly once this much is spent, in USD (0 = no limit)."})
+    conversation_kb: int = field(default=2048, metadata={"doc": "Most KiB of agent conversations stored in git (refs/forgegit/conversations) per evaluation, failed tasks first; 0 stores none."})
+    show_expected: bool = field(default=True, metadata={"doc": "Show the optimizer each failed training task's expected answer (it helps, and invites hard-coding that only validation catches); validation and test answers are never shown."})
     optimizer_context_tokens: int = field(default=12000, metadata={"doc": "Token budget of the optimizer's prompt (functions, score history and trajectories)."})
     seed: int = field(default=0, metadata={"doc": "Seed for sampling minibatches and the bootstrap."})
     prices: dict[str, Any] = field(default_factory=dict, metadata={"doc": "USD per 1M tokens by model, e.g. {\"my-model\" = {prompt = 0.5, completion = 1.5}}."})
@@ -122,6 +124,8 @@ def validate(s: Settings, where: str = "settings") -> None:
             raise ConfigError(f"{where}: {name} must be at least 1, got {v}")
     if s.max_tokens < 0 or s.optimizer_max_tokens < 0 or s.context_window < 0:
         raise ConfigError(f"{where}: max_tokens, optimizer_max_tokens and context_window must be >= 0 (0: not set)")
+    if s.conversation_kb < 0:
+        raise ConfigError(f"{where}: conversation_kb must be >= 0 (0 stores no conversation), got {s.conversation_kb}")
     if s.timeout <= 0:
         raise ConfigError(f"{where}: timeout must be positive, got {s.timeout}")
     if s.tool_choice not in ("", "auto", "required", "none"):

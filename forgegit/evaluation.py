@@ -5,12 +5,12 @@ import asyncio
 import dataclasses
 import datetime as _dt
 import json
-import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import git, notes, safejson
+from . import conversations, git, notes, safejson
 from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
 from .checkers import cut_off_verdict, get_checker
 from .config import Settings
@@ -28,19 +28,14 @@ def trajectories_dir(repo: Path, key: str) -> Path:
     return git.state_dir(repo) / "trajectories" / key
 
 
-def _safe_name(task_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:100] or "task"
-
-
 def save_trajectory(directory: Path, task: Task, t: Trajectory, result: TaskResult) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    data = {
-        "task_id": task.id, "question": task.question, "expected": task.answer,
+    """Stage one task's conversation (compacted) until the evaluation stores them all in git."""
+    conversations.stage(directory, {
+        "task_id": task.id, "question": task.question,  # not the expected answer: the note has it
         "passed": result.passed, "feedback": result.feedback, "failure": result.failure,
         "stop": t.stop, "error": t.error, "answer": t.answer, "messages": t.messages,
         "usage": {"prompt_tokens": t.usage.prompt_tokens, "completion_tokens": t.usage.completion_tokens},
-    }
-    (directory / f"{_safe_name(task.id)}.json").write_text(json.dumps(data, indent=1, default=str))
+    })
 
 
 def checkpoint_path(repo: Path, key: str) -> Path:
@@ -68,17 +63,39 @@ def load_checkpoint(path: Path, tasks: TaskSet) -> dict[str, TaskResult]:
 
 
 def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
-    """The saved messages of an evaluation's tasks, by task id ({} when they are not on this machine)."""
+    """The staged messages of an evaluation's tasks on this machine, by task id (notes written before
+    conversations were stored in git point here; {} when there are none)."""
     d = trajectories_dir(repo, key)
     out: dict[str, list[dict[str, Any]]] = {}
     if d.is_dir():
         for p in sorted(d.glob("*.json")):
             try:
-                data = safejson.loads(p.read_bytes())
+                data = safejson.loads(p.read_bytes(), max_depth=conversations.MAX_DEPTH,
+                                      max_bytes=conversations.READ_BLOB_BYTES)
                 out[str(data["task_id"])] = list(data.get("messages") or [])
             except (ValueError, KeyError, OSError, TypeError, AttributeError):
                 continue
     return out
+
+
+def conversations_of(repo: Path, result: EvalResult) -> dict[str, list[dict[str, Any]]]:
+    """The agent's messages on each task of result, by task id: from git (the tree its note names, if
+    this clone has it), else what this machine staged for it."""
+    ids = [r.task_id for r in result.results]
+    if result.conversations:
+        return conversations.load(repo, result.conversations, ids)
+    return load_trajectories(repo, result.key)
+
+
+def store_conversations(repo: Path, key: str, results: list[TaskResult], budget_kb: int) -> str:
+    """Store the staged conversations of an evaluation in git (failed tasks first, within budget_kb KiB)
+    and publish them under conversations.REF; the tree id for the note ("" when none was stored)."""
+    tdir = trajectories_dir(repo, key)
+    order = [r.task_id for r in results if not r.passed] + [r.task_id for r in results if r.passed]
+    tree = conversations.store(repo, tdir, order, budget_kb * 1024)
+    conversations.publish(repo, {key: tree})
+    shutil.rmtree(tdir, ignore_errors=True)  # in git now (or over the budget: not kept, as documented)
+    return tree
 
 
 def _failure(t: Trajectory, passed: bool) -> Optional[str]:
@@ -218,7 +235,8 @@ class Evaluator:
             model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,
             results=ordered, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             # timeout is not in the key; it is kept so that a larger one runs the tasks it failed again
-            settings={**{k: getattr(s, k) for k in notes.KEY_SETTINGS}, "timeout": s.timeout}, trajectories=str(tdir),
+            settings={**{k: getattr(s, k) for k in notes.KEY_SETTINGS}, "timeout": s.timeout},
+            conversations=store_conversations(self.repo, key, ordered, s.conversation_kb),
         )
 
 

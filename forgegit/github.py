@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from . import git, notes
+from . import conversations, git, notes
 from .errors import ForgegitError
 from .records import RunRecord
 from .report import MARKER_PREFIX, pct, render_markdown
@@ -236,11 +236,10 @@ def push_notes(repo: Path, remote: str = "origin") -> Optional[str]:
     spec = f"{NOTES_REF}:{NOTES_REF}"
     if git.run(["push", remote, spec], repo, check=False).returncode == 0:
         return None
-    # Someone else added notes: merge theirs in (ours wins for the same commit), then push again.
+    # Someone else added notes: merge theirs in (both sides' results kept), then push again.
     fetched = git.run(["fetch", remote, f"+{NOTES_REF}:refs/notes/forgegit-remote"], repo, check=False)
     if fetched.returncode == 0:
-        with notes.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
-            git.run(["notes", "--ref=forgegit", "merge", "-s", "ours", "refs/notes/forgegit-remote"], repo, check=False)
+        notes.merge_from(repo, "refs/notes/forgegit-remote")  # a note both sides wrote keeps both's results
         if git.run(["push", remote, spec], repo, check=False).returncode == 0:
             return None
     return f"could not push {NOTES_REF} to {remote}: the PR is fine, but `forgegit log` elsewhere lacks this run"
@@ -282,7 +281,7 @@ def open_or_update_pr(
         raise ForgegitError(f"run {run.run_id} records no base branch to open the pull request against")
     server_url = server_url or server_url_for(client.api_url)
     push_branch(repo_path, run.branch, remote)
-    warnings = [w for w in [push_notes(repo_path, remote)] if w]
+    warnings = [w for w in [push_notes(repo_path, remote), conversations.push(repo_path, remote)] if w]
     if body is None:
         body = render_markdown(run, server_url=server_url, repository=client.repository)
     try:

@@ -252,6 +252,7 @@ def _ref(repo: Path, ref: str) -> str:
 
 
 def _merge(note: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any]:
+    """note with parts merged in (dicts one level deep, parts winning)."""
     note = dict(note)
     for k, v in parts.items():
         if isinstance(v, dict) and isinstance(note.get(k), dict):
@@ -329,3 +330,35 @@ def update_note(repo: Path, commit: str, **parts: Any) -> dict[str, Any]:
 def record(repo: Path, commit: str, result: EvalResult) -> None:
     """Record an evaluation in the commit's note."""
     update_note(repo, commit, evals={result.key: result.to_json()})
+
+
+def _listing(repo: Path, ref: str) -> dict[str, str]:
+    """{annotated object: note blob} under a notes ref."""
+    words = git.run(["notes", "--ref", ref, "list"], repo, check=False).stdout.split()
+    return {obj: blob for blob, obj in zip(words[0::2], words[1::2])}
+
+
+def merge_from(repo: Path, other_ref: str) -> int:
+    """Merge the notes under other_ref (another clone's, just fetched) into refs/notes/forgegit without
+    losing either side: a commit annotated on both sides gets both notes' evaluations and runs (this
+    clone's entry wins where both have the same key). The number of commits whose notes were combined."""
+    theirs = _listing(repo, other_ref)
+    if not theirs:
+        return 0
+    with notes_lock(repo):
+        if not _ref(repo, NOTES_REF):
+            git.run(["update-ref", NOTES_REF, _ref(repo, other_ref), _ZERO], repo)
+            return 0
+        ours_before = _listing(repo, NOTES_REF)
+        git.run(["notes", "--ref", NOTES_REF, "merge", "-q", "-s", "ours", other_ref], repo)
+    both = [obj for obj, blob in theirs.items() if obj in ours_before and ours_before[obj] != blob]
+    combined = 0
+    for obj in both:
+        shown = git.run(["cat-file", "blob", theirs[obj]], repo, check=False)
+        their_note = parse_note(shown.stdout, obj) if shown.returncode == 0 else None
+        if not their_note:
+            continue
+        ours = read_note(repo, obj)
+        update_note(repo, obj, **_merge(their_note, ours))
+        combined += 1
+    return combined

@@ -1,6 +1,7 @@
 """The optimizer's prompt: the action tools it is offered, its system and user messages (the current
-function files, the score history, the last evaluation's tasks failures first), fitted to a token budget
-and to the model's context window."""
+function files, the score history, the attempts not kept, the last evaluation's tasks: a summary of the
+failures, a few diverse ones in full, then the rest), fitted to a token budget and to the model's
+context window."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from . import attempts as attempts_mod, selection
+from .attempts import Attempt
 from .function_files import file_name
 from .functions import load_specs
 from .llm import LLM
@@ -25,6 +28,11 @@ SCHEMA_TOKENS = 300  # a function's schema line in the prompt is cut to this
 PROBLEMS_SHOWN = 8  # problems listed per broken file
 MIN_SOURCE_TOKENS = 60  # a file whose share is smaller than this is listed by name only
 OMITTED_NAMES = 30
+FULL_CONVERSATIONS = 3  # failed tasks shown with their whole conversation first (GEPA reflects on about three)
+MAX_FULL_CONVERSATIONS = 6  # or one per failure kind present, up to this many
+FULL_SHARE = 0.5  # of the tasks' room those may take
+FULL_TOKENS = 1500  # one full conversation, at most
+ATTEMPTS_SHARE = 5  # the attempts not kept take at most 1/ATTEMPTS_SHARE of the prompt's room
 
 
 
@@ -37,6 +45,7 @@ class EpochScore:
     score: float
     kept: Optional[bool]
     actions: list[str]
+    status: str = ""  # the honest label of an epoch not kept (attempts.Attempt.label); empty: from kept
 
 
 _NAME = {"type": "string", "description": "The function's name: a Python identifier, also the file name functions/<name>.py."}
@@ -110,8 +119,11 @@ Rules of a function file (a file that breaks them is rejected):
 USER_PROMPT = """## Current functions ({count})
 {functions}
 
-## Score history (epochs whose score did not improve were reverted: do not repeat their changes)
+## Score history
 {history}
+
+## Attempts that were not kept (newest first): do not repeat them unchanged; learn from what they broke and fixed
+{attempts}
 
 ## The last evaluation: {passed}/{total} tasks passed
 Failed tasks come first, each with the checker's feedback, then passed ones. Long outputs are cut.
@@ -203,7 +215,7 @@ def _render_score_history(history: list[EpochScore]) -> str:
         return "(no epochs yet)"
     lines = []
     for h in history[-HISTORY_LINES:]:
-        status = "baseline" if h.kept is None else ("kept" if h.kept else "reverted")
+        status = h.status or ("baseline" if h.kept is None else ("kept" if h.kept else "reverted"))
         lines.append(f"- epoch {h.epoch}: score {h.score:.3f}, {status}; actions: {', '.join(h.actions) or 'none'}")
     if len(history) > HISTORY_LINES:
         lines.insert(0, f"- ({len(history) - HISTORY_LINES} earlier epochs not shown)")
@@ -242,12 +254,28 @@ def _render_conversation(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines) if lines else "(empty)"
 
 
-def _header(r: TaskResult) -> str:
+HIDDEN = "[expected answer hidden]"
+
+
+def _hide(text: str, expected: str) -> str:
+    """text without the expected answer (as a whole word), for show_expected = false."""
+    expected = str(expected).strip()
+    if not expected:
+        return text
+    return re.sub(rf"(?<![\w.]){re.escape(expected)}(?![\w.])", HIDDEN, text)
+
+
+def _header(r: TaskResult, show_expected: bool = True) -> str:
     if r.passed:
-        return f"### Task {r.task_id}: PASSED\nanswer: {trim_to_tokens(str(r.answer), 80)}"
-    feedback = trim_to_tokens(str(r.feedback).strip(), FEEDBACK_TOKENS) or "(none)"
+        answer = str(r.answer) if show_expected else _hide(str(r.answer), r.expected)
+        return f"### Task {r.task_id}: PASSED\nanswer: {trim_to_tokens(answer, 80)}"
+    feedback = str(r.feedback).strip()
+    expected = f"expected: {trim_to_tokens(str(r.expected), 80)}\n"
+    if not show_expected:
+        feedback, expected = _hide(feedback, r.expected), ""
+    feedback = trim_to_tokens(feedback, FEEDBACK_TOKENS) or "(none)"
     return (f"### Task {r.task_id}: FAILED ({r.failure or 'wrong_answer'})\n"
-            f"expected: {trim_to_tokens(str(r.expected), 80)}\nanswer: {trim_to_tokens(str(r.answer), 80)}\n"
+            f"{expected}answer: {trim_to_tokens(str(r.answer), 80)}\n"
             f"checker feedback: {feedback}")
 
 
@@ -257,34 +285,66 @@ def _ordered_results(last_eval: EvalResult, forbidden: frozenset[str]) -> list[T
     return [r for r in results if not r.passed] + [r for r in results if r.passed]
 
 
-def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget: int) -> str:
-    """Task blocks within budget tokens: failure headers (with feedback) first, then conversations by fair share."""
-    failed = [r for r in results if not r.passed]
+def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget: int,
+                      conversations: Optional[dict[str, list[dict[str, Any]]]] = None, *, seed: int = 0,
+                      show_expected: bool = True) -> str:
+    """Task blocks within budget tokens, built for learning rather than listing: a summary of every
+    failure (when not all are shown in full), FULL_CONVERSATIONS failed tasks with their whole
+    conversation, chosen for diversity (selection.diverse_order, seeded), then the other failures'
+    headers (with feedback), their conversations by fair share, and passed tasks last."""
+    conversations = conversations or {}
+    failed = selection.diverse_order([r for r in results if not r.passed], conversations, seed)
     passed = [r for r in results if r.passed]
-    headers: dict[str, str] = {}
     used = 0
+    blocks: list[str] = []
+    full: dict[str, str] = {}
+    kinds = len({r.failure for r in failed})
+    candidates = [r for r in failed if str(r.task_id) in bodies][:max(FULL_CONVERSATIONS, min(kinds, MAX_FULL_CONVERSATIONS))]
+    if len(candidates) < len(failed):
+        text = (f"All {len(failed)} failed tasks, counted:\n{selection.summary(failed, conversations)}\n"
+                f"The first {len(candidates)} below are shown with their whole conversation, chosen to differ "
+                f"in failure kind, feedback and functions used.")
+        if count_tokens(text) + 2 <= budget // 4:
+            blocks.append(text)
+            used += count_tokens(text) + 2
+    full_room = int((budget - used) * FULL_SHARE)
+    spent = 0
+    for i, r in enumerate(candidates):
+        tid = str(r.task_id)
+        header = _header(r, show_expected)
+        share = min(FULL_TOKENS, (full_room - spent) // (len(candidates) - i)) - count_tokens(header) - 8
+        if share < MIN_BODY_TOKENS:
+            break
+        block = f"{header}\nconversation:\n{trim_to_tokens(bodies[tid], share)}"
+        spent += count_tokens(block) + 2
+        full[tid] = block
+    used += spent
+    blocks += list(full.values())
+    headers: dict[str, str] = {}
     omitted_failed: list[str] = []
     for r in failed:
-        h = _header(r)
+        tid = str(r.task_id)
+        if tid in full:
+            continue
+        h = _header(r, show_expected)
         cost = count_tokens(h) + 2
         if used + cost > budget:
-            omitted_failed.append(str(r.task_id))
+            omitted_failed.append(tid)
             continue
-        headers[str(r.task_id)] = h
+        headers[tid] = h
         used += cost
-    blocks: list[str] = []
     shown = [r for r in failed if str(r.task_id) in headers] + passed
     omitted_passed: list[str] = []
     for i, r in enumerate(shown):
         tid = str(r.task_id)
-        header = headers.get(tid) or _header(r)
+        header = headers.get(tid) or _header(r, show_expected)
         if r.passed:
             cost = count_tokens(header) + 2
             if used + cost > budget:
                 omitted_passed.append(tid)
                 continue
             used += cost
-        body = bodies.get(tid, "(no trajectory recorded)")
+        body = bodies.get(tid, "(no conversation recorded)")
         left = budget - used
         share = left // max(1, len(shown) - i) - 4
         if share < MIN_BODY_TOKENS:
@@ -294,7 +354,8 @@ def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget:
         used += count_tokens(block) - count_tokens(header) + (2 if body else 0)
         blocks.append(block)
     if omitted_failed:
-        blocks.append(f"({len(omitted_failed)} more failed tasks left out for space: {', '.join(omitted_failed[:20])})")
+        blocks.append(f"({len(omitted_failed)} more failed tasks left out for space: {', '.join(omitted_failed[:20])}"
+                      f"{' …' if len(omitted_failed) > 20 else ''})")
     if omitted_passed:
         blocks.append(f"({len(omitted_passed)} more passed tasks left out for space)")
     return "\n\n".join(blocks) if blocks else "(no tasks recorded)"
@@ -336,8 +397,15 @@ def build_prompt(
     max_actions: int,
     context_tokens: int,
     forbidden_task_ids: Iterable[str] = frozenset(),
+    attempts: Iterable[Attempt] = (),
+    show_expected: bool = True,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
+
+    attempts (epochs not kept) are shown newest first with their diffs, within 1/ATTEMPTS_SHARE of the
+    room; show_expected=False hides the expected answers (also inside the checker's feedback); seed
+    makes the choice of the failed tasks shown in full reproducible.
 
     The function sources count inside the budget: they are shown whole while they fit in half of the
     room the prompt leaves, else cut (see _render_functions). The evaluation's tasks get the rest
@@ -347,22 +415,32 @@ def build_prompt(
     results = _ordered_results(last_eval, forbidden)
     shown = {str(r.task_id) for r in results}
     bodies = {str(k): _render_conversation(v) for k, v in trajectories.items() if str(k) in shown}
+    if not show_expected:  # a passed task's conversation ends with its answer
+        expected = {str(r.task_id): r.expected for r in results}
+        bodies = {k: _hide(v, expected[k]) for k, v in bodies.items()}
     passed, total = sum(1 for r in results if r.passed), len(results)
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
     history_text = _render_score_history(score_history)
+    tried = list(attempts)
+    conversations = {str(k): v for k, v in trajectories.items() if str(k) in shown}
 
-    def messages(traj_text: str, functions_text: str) -> list[dict[str, Any]]:
+    def messages(traj_text: str, functions_text: str, attempts_text: str = "(none yet)") -> list[dict[str, Any]]:
         user = USER_PROMPT.format(
-            count=len(functions), functions=functions_text, history=history_text,
+            count=len(functions), functions=functions_text, history=history_text, attempts=attempts_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     room = context_tokens - count_message_tokens(messages("", "")) - max(16, context_tokens // 50)
     functions_text = _render_functions(functions, max(0, room // FUNCTIONS_SHARE))
-    fixed = count_message_tokens(messages("", functions_text))
+    attempts_text = attempts_mod.render(tried, max(0, room // ATTEMPTS_SHARE))
+    fixed = count_message_tokens(messages("", functions_text, attempts_text))
     budget = context_tokens - fixed - max(16, context_tokens // 50)  # slack for the approximation at joins
-    text = _fit_trajectories(results, bodies, budget)
-    while count_message_tokens(messages(text, functions_text)) > context_tokens and budget > 0:
+
+    def fit(budget: int) -> str:
+        return _fit_trajectories(results, bodies, budget, conversations, seed=seed, show_expected=show_expected)
+
+    text = fit(budget)
+    while count_message_tokens(messages(text, functions_text, attempts_text)) > context_tokens and budget > 0:
         budget -= max(16, budget // 10)
-        text = _fit_trajectories(results, bodies, budget)
-    return messages(text, functions_text)
+        text = fit(budget)
+    return messages(text, functions_text, attempts_text)

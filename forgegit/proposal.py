@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from . import safejson
+from .attempts import Attempt, files_key, tried_reason
 from .errors import ForgegitError
 from .function_files import Action, action_record, apply_actions, file_name, name_problem
 from .functions import check_source, size_problem, total_size_problem
@@ -433,12 +434,22 @@ async def propose(
     repair: bool = True,
     forbidden_task_ids: Iterable[str] = frozenset(),
     check_imports: Optional[ImportCheck] = None,
+    attempts: Iterable[Attempt] = (),
+    tried: Optional[dict[str, Attempt]] = None,
+    show_expected: bool = True,
+    seed: int = 0,
 ) -> Proposal:
     """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
-    check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults)."""
+    check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults).
+    attempts (epochs not kept) are shown in the prompt; tried ({attempts.files_key(files): attempt})
+    refuses, before any evaluation, edits that recreate the functions of an attempt already reverted,
+    and sends them back for repair with what happened to them last time."""
+    tried = tried or {}
     budget = await window_budget(llm, context_tokens, model)
+    prompt_options: dict[str, Any] = {"forbidden_task_ids": forbidden_task_ids, "attempts": list(attempts),
+                                      "show_expected": show_expected, "seed": seed}
     messages = build_prompt(functions, last_eval, trajectories, score_history, max_actions=max_actions,
-                            context_tokens=budget, forbidden_task_ids=forbidden_task_ids)
+                            context_tokens=budget, **prompt_options)
     usage = Usage()
     try:
         reply, unreadable = await _ask(llm, messages, model)
@@ -451,7 +462,7 @@ async def propose(
         if smaller >= budget:
             raise
         messages = build_prompt(functions, last_eval, trajectories, score_history, max_actions=max_actions,
-                                context_tokens=smaller, forbidden_task_ids=forbidden_task_ids)
+                                context_tokens=smaller, **prompt_options)
         reply, unreadable = await _ask(llm, messages, model)
     if reply is None:
         return Proposal([], [unreadable] if unreadable else [], "the optimizer's reply could not be read", usage, messages)
@@ -461,6 +472,13 @@ async def propose(
     actions, rejected = parse_actions(reply.message, max_actions)
     accepted, bad, current, by_index = await _validate_all(actions, dict(functions), check_imports)
     rejected += bad
+    again = tried.get(files_key(current)) if accepted else None
+    if again is not None:  # the same functions as an attempt already reverted: refused before evaluation
+        refusal = tried_reason(again)
+        for i in range(len(actions)):
+            by_index.setdefault(i, actions[i].record(False, refusal))
+        rejected += [a.record(False, refusal) for a in accepted]
+        accepted, current = [], dict(functions)
     left = max_actions - len(accepted)
     if repair and rejected and left > 0 and _repairable(reply.message):
         messages += _repair_messages(reply.message, max_actions, actions, by_index, rejected, left)
@@ -476,7 +494,11 @@ async def propose(
                 messages.append(second.message)
                 texts.append(_text_of(second.message))
                 more, more_rejected = parse_actions(second.message, left)
-                more_accepted, more_bad, current, _ = await _validate_all(more, current, check_imports)
+                more_accepted, more_bad, after, _ = await _validate_all(more, current, check_imports)
+                again = tried.get(files_key(after)) if more_accepted else None
+                if again is not None:  # the repair recreates a reverted attempt too: nothing of it applies
+                    more_bad += [a.record(False, tried_reason(again)) for a in more_accepted]
+                    more_accepted = []
                 accepted += more_accepted
                 rejected += more_rejected + more_bad
     rationale = "\n\n".join(t for t in texts if t) or (_summary(accepted) if accepted else "no actions proposed")

@@ -197,7 +197,8 @@ class EvalResult:
     results: list[TaskResult]
     created: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
-    trajectories: str = ""
+    trajectories: str = ""  # written by forgegit before conversations were stored in git (a local path, unused)
+    conversations: str = ""  # the git tree of the agent's conversations (see conversations.py), "" when none
 
     @property
     def score(self) -> float:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import git, history, notes, stats
+from .attempts import Attempt, files_key
 from .commits import commit_message, revert_message
 from .config import Settings
 from .errors import ForgegitError
-from .evaluation import Evaluator, load_trajectories, sandbox_limits
+from .evaluation import Evaluator, conversations_of, sandbox_limits
 from .function_files import write_actions
 from .functions import FunctionFileError, load_specs
 from .llm import LLM
@@ -36,6 +37,7 @@ from .tasks import TaskSet
 from .workflow_commands import safe_text
 from .workspace import Workspace
 
+MAX_DIFF_CHARS = 40_000  # of an attempt's diff kept for the prompt (the prompt cuts it to its budget)
 CRASH_ENV = "FORGEGIT_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at a named step
 
 Echo = Callable[[str], None]
@@ -326,9 +328,35 @@ class Trainer:
         """The epochs so far, as the optimizer's prompt shows them."""
         return [
             EpochScore(e.epoch, e.score_after if e.score_after is not None else e.score_before, e.kept,
-                       [f"{a.kind} {a.name}" for a in e.actions if a.accepted])
+                       [f"{a.kind} {a.name}" for a in e.actions if a.accepted], Attempt.from_epoch(e).label)
             for e in self.run.epochs
         ]
+
+    def _attempts(self) -> list[Attempt]:
+        """Every epoch not kept, with the diff of its commit (read from git: a fresh clone has it too),
+        and every kept one that had actions rejected."""
+        out = []
+        for e in self.run.epochs:
+            if e.kept and all(a.accepted for a in e.actions):
+                continue
+            diff = ""
+            if e.commit and not e.kept:
+                proc = git.run(["diff", "--no-color", "--no-ext-diff", e.parent, e.commit, "--", git.FUNCTIONS_DIR],
+                               self.repo, check=False)
+                diff = proc.stdout[:MAX_DIFF_CHARS]
+            out.append(Attempt.from_epoch(e, diff))
+        return out
+
+    def _tried(self, attempts: list[Attempt]) -> dict[str, Attempt]:
+        """{files_key of its functions: attempt} for every epoch that committed edits and was reverted."""
+        commits = {e.epoch: e.commit for e in self.run.epochs if e.commit and not e.kept}
+        return {files_key(git.read_functions(self.repo, commits[a.epoch])): a for a in attempts if a.epoch in commits}
+
+    def _sealed_ids(self) -> set[str]:
+        """Validation and test task ids that are not training tasks: never in a prompt."""
+        train = {t.id for t in self.tasks.tasks}
+        others = [*self.val.tasks, *(self.test.tasks if self.test else [])]
+        return {t.id for t in others if t.id not in train}
 
     async def _epoch(self, k: int) -> None:
         run, s = self.run, self.settings
@@ -337,10 +365,13 @@ class Trainer:
         before = await self._eval(parent, batch)
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
+        attempts = self._attempts()
         proposal: Proposal = await propose(
-            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._score_history(),
+            self.optimizer_llm, files, before, conversations_of(self.repo, before), self._score_history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
+            attempts=attempts, tried=self._tried(attempts), show_expected=s.show_expected, seed=s.seed + k,
+            forbidden_task_ids=self._sealed_ids(),
         )
         self._spend(proposal.usage)
         crashpoint("after-optimizer")

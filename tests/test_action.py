@@ -389,9 +389,10 @@ def test_merge_mode_merges_every_shard_file(runner: Runner, tmp_path: Path) -> N
         (shards / f"forgegit-shard-{k}-of-2").mkdir(parents=True)
         (shards / f"forgegit-shard-{k}-of-2" / f"forgegit-shard-{k}-of-2.json").write_text("{}")
     runner.run({"merge-shards": "shards"})
-    (call,) = runner.calls()
+    call, push = runner.calls()
     merged = [a for i, a in enumerate(call["argv"]) if i and call["argv"][i - 1] == "--merge"]
     assert call["argv"][:2] == ["eval", "--json"] and len(merged) == 2
+    assert push["argv"] == ["push", "origin"]  # the merged result's notes and conversations go to origin
 
 
 def test_training_commits_get_a_bot_identity_when_none_is_configured(runner: Runner) -> None:
@@ -420,6 +421,19 @@ def test_notes_from_origin_are_fetched_before_training(runner: Runner, tmp_path:
     runner.run({})
     proc = subprocess.run(["git", "rev-parse", "--verify", "refs/notes/forgegit"], cwd=runner.workspace)
     assert proc.returncode == 0
+
+
+def test_conversations_from_origin_are_fetched_before_training(runner: Runner, tmp_path: Path) -> None:
+    """The agent conversations other runs recorded (refs/forgegit/conversations) reach the runner before training."""
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(runner.workspace), str(origin)], check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(origin)], cwd=runner.workspace, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=runner.workspace, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "push", "-q", "origin", f"{head}:refs/forgegit/conversations"], cwd=runner.workspace, check=True)
+    runner.run({})
+    proc = subprocess.run(["git", "rev-parse", "--verify", "refs/forgegit/conversations"], cwd=runner.workspace,
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() == head
 
 
 def test_run_scripts_parse(tmp_path: Path) -> None:

@@ -74,8 +74,21 @@ def test_run_all_covers_every_bench_script() -> None:
     assert sorted(run_all.BENCHMARKS) == scripts
 
 
+def test_prompt_scale() -> None:
+    """The optimizer-prompt bench prints its table and meets its target at the quick sizes."""
+    out = run_bench("prompt_scale.py")
+    assert "| tasks | failed | prompt tokens | full conversations |" in out and "| 100 |" in out
+    assert "within the budget: PASS" in out
+
+
+def test_conversations_store() -> None:
+    """The conversation-storage bench prints its table and stores within the budget."""
+    out = run_bench("conversations_store.py")
+    assert "| tasks | stored | KiB stored | stage s | store s | publish s | load s |" in out and "| 100 | 100 |" in out
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
-                                  "sandbox.py", "faults.py", "run_all.py"])
+                                  "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()

@@ -289,10 +289,21 @@ def hostile_eval(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     damage += [str(d / n) for d in (repo, home, outside, Path("/root"), Path("/etc"))
                for n in ("pwned-by-function.txt", "pwned-by-python.txt") if (d / n).exists()]
     trajectories = {}
-    if result:
-        for p in Path(result["trajectories"]).glob("*.json"):
-            data = json.loads(p.read_text())
-            trajectories[data["task_id"]] = data
+    if result:  # what the optimizer would read: the conversations stored in git for this evaluation
+        from forgegit import conversations
+        trusting = base / "trusting.gitconfig"  # the repository belongs to the attack's uid: let git read it
+        trusting.write_text("[safe]\n\tdirectory = *\n")
+        saved = os.environ.get("GIT_CONFIG_GLOBAL")
+        os.environ["GIT_CONFIG_GLOBAL"] = str(trusting)
+        try:
+            stored = conversations.load(repo, result["conversations"])
+        finally:
+            if saved is None:
+                os.environ.pop("GIT_CONFIG_GLOBAL")
+            else:
+                os.environ["GIT_CONFIG_GLOBAL"] = saved
+        for task_id, messages in stored.items():
+            trajectories[task_id] = {"task_id": task_id, "messages": messages}
     yield {
         "proc": proc, "result": result, "elapsed": elapsed, "requests": requests, "connections": connections,
         "repo": repo, "home": home, "outside": outside, "status_before": status_before, "env": env,

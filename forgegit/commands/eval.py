@@ -4,19 +4,21 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
-from .. import git, notes, safejson
+from .. import conversations, git, notes, safejson
 from ..errors import ForgegitError
-from ..evaluation import Evaluator, breakdown
+from ..evaluation import Evaluator, breakdown, store_conversations, trajectories_dir
 from ..isolation import Isolation
 from ..records import EvalResult, TaskResult, Usage, parse
 from ..tasks import TaskSet
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
 from ._sandbox import announce_sandbox
+
+CONVERSATIONS_FIELD = "conversation_records"  # in a shard file (`--out`): the conversations it recorded
 
 
 class ProgressLine:
@@ -58,9 +60,11 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     commit = git.resolve(ws.root, rev)
     key = notes.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
     parts: list[EvalResult] = []
+    raw: list[Any] = []
     for f in files:
         try:
-            parts.append(parse(EvalResult, safejson.loads(Path(f).read_bytes())))
+            raw.append(safejson.loads(Path(f).read_bytes()))
+            parts.append(parse(EvalResult, raw[-1]))
         except (OSError, ValueError) as exc:  # ValueError: not JSON, too deep, or not a result's shape
             raise ForgegitError(f"{f}: not a shard result written by `forgegit eval --out` ({exc})") from None
     trees = {p.tree for p in parts}
@@ -74,11 +78,26 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     usage = Usage()
     for p in parts:
         usage.add(p.usage)
+    for data in raw:  # the conversations each shard carried: staged, then stored like a fresh evaluation's
+        for record in _shard_conversations(data):
+            conversations.stage(trajectories_dir(ws.root, key), record)
+    tree = store_conversations(ws.root, key, results, ws.settings.conversation_kb)
     merged = EvalResult(key, commit, parts[0].tree, full.path, full.sha256, ws.settings.model,
                         sum(r.passed for r in results), len(results), usage, results, parts[0].created,
-                        parts[0].settings, "")
+                        parts[0].settings, conversations=tree)
     notes.record(ws.root, commit, merged)
     return merged
+
+
+def _shard_conversations(data: Any) -> list[dict[str, Any]]:
+    """The conversation records a shard file carries (`conversation_records`), each checked like a stored one."""
+    out = []
+    items = data.get(CONVERSATIONS_FIELD) if isinstance(data, dict) else None
+    for item in items if isinstance(items, list) else []:
+        task_id = str(item.get("task_id", "")) if isinstance(item, dict) else ""
+        if task_id and not conversations.shape_problem(item, task_id):
+            out.append({"task_id": task_id, "messages": item["messages"]})
+    return out
 
 
 @click.command("eval")
@@ -107,8 +126,9 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
                 raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
             tasks = tasks.shard(k, n)
         result, reused, isolation = asyncio.run(_evaluate(ws, rev, tasks, is_terminal() and not as_json, as_json))
-    if out_path:
-        Path(out_path).write_text(json.dumps(result.to_json(), indent=1))
+    if out_path:  # a shard's file carries its conversations: the merging machine stores them in git
+        data = {**result.to_json(), CONVERSATIONS_FIELD: conversations.records(ws.root, result.conversations)}
+        Path(out_path).write_text(json.dumps(data, indent=1))
     if as_json:
         data = result.to_json()
         data["reused"] = reused
