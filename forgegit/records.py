@@ -239,6 +239,9 @@ class GateDecision:
     ci_low: Optional[float] = None
     ci_high: Optional[float] = None
     reason: str = ""
+    tasks: int = 0  # tasks compared (more than the batch when sequential looks added some)
+    alpha: Optional[float] = None  # the level this decision was tested at (alpha spent at its look)
+    looks: int = 1  # sequential looks taken before deciding
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "GateDecision | None":

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import functools
 import os
+import random
 import re
 import secrets
 import signal
@@ -20,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, git, history, stats
+from . import evalstore, gate, git, history
 from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
 from .functions import load_specs
 from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
-from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
+from .records import ActionRecord, EpochRecord, EvalResult, GateDecision, RunRecord, Usage, to_json
 from .sandbox import check_imports
 from .tasks import TaskSet
 from .workflow_commands import safe_text
@@ -257,6 +258,8 @@ class Trainer:
             run.baseline_val_score = await self._val_score(run.base_commit, base_eval)
             history.save_run(self.repo, run)  # `log` shows the baseline even if the run stops now
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
+        for warning in self._power_warnings():
+            self.echo(f"warning: {warning}")
         while run.status == "running":
             stop = self._stop_reason()
             if stop:
@@ -266,17 +269,31 @@ class Trainer:
         await self._final()
         return run
 
+    def _power_warnings(self) -> list[str]:
+        """What makes the gates unable to ever keep anything on these task sets (and what to do)."""
+        s = self.s
+        found = [gate.power_warning(len(self.tasks), s.gate, s.alpha, self.tasks.path, batch_size=s.batch_size,
+                                    sequential=s.sequential)]
+        if self.val.sha256 != self.tasks.sha256:
+            final_rule = "delta" if s.gate == "no-worse" else s.gate
+            found.append(gate.power_warning(len(self.val), final_rule, s.alpha, f"the final gate's {self.val.path}"))
+        return [w for w in found if w]
+
     def _stop_reason(self) -> str:
         run, s = self.run, self.s
         if len(run.epochs) >= s.epochs:
             return "epochs"
         streak = 0
         for e in reversed(run.epochs):
-            if e.kept:
+            if e.kept and (e.gate is None or gate.is_gain(e.gate)):  # a no-worse tie is no progress
                 break
             streak += 1
         if streak >= s.patience:
             return "early-stop"
+        return self._over_budget()
+
+    def _over_budget(self) -> str:
+        run, s = self.run, self.s
         if s.budget_tokens and run.usage.total_tokens >= s.budget_tokens:
             return "budget"
         if s.budget_usd and run.usage.cost >= s.budget_usd:
@@ -358,17 +375,15 @@ class Trainer:
 
     async def _gate(self, epoch: EpochRecord, batch: TaskSet, before: EvalResult) -> None:
         """Evaluate the epoch's commit, keep it or revert it, and record the epoch."""
-        s = self.s
         assert epoch.commit
         after = await self._eval(epoch.commit, batch)
+        epoch.usage.add(self.last_spent)
         crashpoint("after-eval")
-        decision = stats.decide(before.outcomes(), after.outcomes(), rule=s.gate, alpha=s.alpha,
-                                min_delta=s.min_delta, seed=s.seed)
-        epoch.score_after, epoch.gate, epoch.kept = after.score, decision, decision.kept
-        b, a = before.outcomes(), after.outcomes()
+        decision, b, a = await self._judge(epoch, batch, before.outcomes(), after.outcomes())
+        epoch.score_before, epoch.score_after = _mean(b), _mean(a)
+        epoch.gate, epoch.kept = decision, decision.kept
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
-        epoch.usage.add(self.last_spent)
         evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
         if decision.kept:
@@ -377,9 +392,39 @@ class Trainer:
             self._revert(epoch)
             epoch.val_score = self._current_val_score()
         verdict = "kept" if epoch.kept else "reverted"
-        self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason}); "
+        self.echo(f"epoch {epoch.epoch}: {epoch.score_before:.3f} -> {epoch.score_after:.3f} {verdict} ({decision.reason}); "
                   f"{self.run.usage.total_tokens:,} tokens so far")
         self._record_epoch(epoch)
+
+    async def _judge(self, epoch: EpochRecord, batch: TaskSet, b: dict[str, bool],
+                     a: dict[str, bool]) -> tuple[GateDecision, dict[str, bool], dict[str, bool]]:
+        """The gate's decision, with sequential looks: while the gain is positive but not significant,
+        evaluate the next tasks (doubling, up to the whole set, within the budget) before and after the
+        epoch, each look at its share of alpha (gate.spending). Returns the decision and the outcomes it saw."""
+        s = self.s
+        assert epoch.commit
+        sequential = s.sequential and s.gate in gate.TESTS
+        sizes = gate.looks(len(batch), len(self.tasks)) if sequential else [len(batch)]
+        levels = gate.spending(s.alpha, len(sizes))
+        taken = {t.id for t in batch.tasks}
+        rest = [t.id for t in self.tasks.tasks if t.id not in taken]
+        random.Random(f"{s.seed}:{epoch.epoch}:looks").shuffle(rest)
+        look = 0
+        while True:
+            decision = gate.decide(b, a, rule=s.gate, alpha=levels[look], min_delta=s.min_delta, seed=s.seed)
+            decision.looks = look + 1
+            if not gate.undecided(decision) or look + 1 >= len(sizes) or self._over_budget():
+                return decision, b, a
+            ids = rest[sizes[look] - len(batch):sizes[look + 1] - len(batch)]
+            more = self.tasks.subset(ids, f"epoch{epoch.epoch}/look{look + 2}")
+            self.echo(f"epoch {epoch.epoch}: {decision.reason} on {len(b)} tasks; looking at {len(ids)} more "
+                      f"(look {look + 2} of {len(sizes)}, alpha {levels[look + 1]:.4g})")
+            b = {**b, **(await self._eval(epoch.parent, more)).outcomes()}
+            epoch.usage.add(self.last_spent)
+            a = {**a, **(await self._eval(epoch.commit, more)).outcomes()}
+            epoch.usage.add(self.last_spent)
+            crashpoint("after-look")
+            look += 1
 
     def _revert(self, epoch: EpochRecord) -> None:
         assert epoch.commit
@@ -410,7 +455,7 @@ class Trainer:
         if run.final_gate is None:
             base_val = await self._eval(run.base_commit, self.val)
             head_val = await self._eval(head, self.val)
-            cmp = stats.compare("val", self.val.path, base_val, head_val, rule=s.gate, alpha=s.alpha,
+            cmp = gate.compare("val", self.val.path, base_val, head_val, rule=s.gate, alpha=s.alpha,
                                 min_delta=s.min_delta, seed=s.seed)
             if head == run.base_commit or git.functions_tree(self.repo, head) == git.functions_tree(self.repo, run.base_commit):
                 cmp.passed = False
@@ -419,7 +464,7 @@ class Trainer:
         if self.test is not None and run.test is None:
             base_t = await self._eval(run.base_commit, self.test)
             head_t = await self._eval(head, self.test)
-            run.test = stats.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
+            run.test = gate.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit = head
         run.status = "finished"
@@ -451,6 +496,10 @@ class Trainer:
         self.tree.close()
 
 
+def _mean(outcomes: dict[str, bool]) -> float:
+    return sum(outcomes.values()) / len(outcomes) if outcomes else 0.0
+
+
 def _worktree_holding(repo: Path, branch: str) -> Optional[Path]:
     path: Optional[str] = None
     for line in git.out(["worktree", "list", "--porcelain"], repo).splitlines():
@@ -468,5 +517,5 @@ def _gain(run: RunRecord) -> str:
 
 def _settings_json(s: Any) -> dict[str, Any]:
     keys = ("model", "optimizer_model", "epochs", "patience", "max_actions", "gate", "alpha", "min_delta",
-            "batch_size", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
+            "batch_size", "sequential", "attribution", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
     return {k: getattr(s, k) for k in keys}

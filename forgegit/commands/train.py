@@ -29,7 +29,7 @@ from .eval import ProgressLine
 @click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs in a row without improvement.")
 @click.option("--max-actions", type=click.IntRange(1), help="Most function edits per epoch.")
 @click.option("--min-delta", type=float, help="Least score gain for an epoch to be kept.")
-@click.option("--gate", type=click.Choice(["mcnemar", "bootstrap", "delta"]), help="Epoch gate.")
+@click.option("--gate", type=click.Choice(["mcnemar", "bootstrap", "delta", "no-worse"]), help="Epoch gate.")
 @click.option("--alpha", type=float, help="Significance level of the mcnemar/bootstrap gate.")
 @click.option("--batch-size", type=click.IntRange(0), help="Tasks sampled per epoch (0 = all).")
 @click.option("--budget", "budget_usd", type=float, help="Stop cleanly once this many USD are spent.")
