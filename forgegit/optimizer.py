@@ -128,6 +128,12 @@ Failed tasks come first, each with the checker's feedback, then passed ones. Lon
 Study why the failed tasks failed, then take at most {max_actions} actions (add_function, revise_function, remove_function) that will make the agent solve more tasks of this kind. First explain in a few sentences what went wrong and what you change; then call the tools. Try your best to improve the functions: take no action only if you are sure the current ones are the best you can make.
 """
 
+FEEDBACK_PROMPT = """## Reviewer feedback (highest priority)
+{feedback}
+
+"""
+FEEDBACK_SHARE = 4  # review feedback takes at most 1/FEEDBACK_SHARE of the prompt's tokens
+
 REPAIR_PROMPT = """Some actions were rejected and nothing of them was applied; the accepted ones are applied. Send corrected actions for the rejected ones (at most {left}), following the rules of a function file, or take no action to leave them out."""
 
 
@@ -411,8 +417,10 @@ def build_prompt(
     max_actions: int,
     context_tokens: int,
     forbidden_task_ids: Iterable[str] = frozenset(),
+    feedback: str = "",
 ) -> list[dict[str, Any]]:
     """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
+    `feedback` (the reviewers' words, reviews.prompt_section) opens the user message, in its own section.
 
     The function sources count inside the budget: they are shown whole while they fit in half of the
     room the prompt leaves, else cut (see _render_functions). The evaluation's tasks get the rest
@@ -425,9 +433,11 @@ def build_prompt(
     passed, total = sum(1 for r in results if r.passed), len(results)
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
     history_text = _render_history(history)
+    feedback_text = (FEEDBACK_PROMPT.format(feedback=trim_to_tokens(feedback, context_tokens // FEEDBACK_SHARE))
+                     if feedback.strip() else "")
 
     def messages(traj_text: str, functions_text: str) -> list[dict[str, Any]]:
-        user = USER_PROMPT.format(
+        user = feedback_text + USER_PROMPT.format(
             count=len(functions), functions=functions_text, history=history_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -881,12 +891,13 @@ async def propose(
     repair: bool = True,
     forbidden_task_ids: Iterable[str] = frozenset(),
     check_imports: Optional[ImportCheck] = None,
+    feedback: str = "",
 ) -> Proposal:
     """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
     check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults)."""
     budget = await window_budget(llm, context_tokens, model)
     messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
-                            context_tokens=budget, forbidden_task_ids=forbidden_task_ids)
+                            context_tokens=budget, forbidden_task_ids=forbidden_task_ids, feedback=feedback)
     usage = Usage()
     try:
         reply, unreadable = await _ask(llm, messages, model)
@@ -899,7 +910,7 @@ async def propose(
         if smaller >= budget:
             raise
         messages = build_prompt(functions, last_eval, trajectories, history, max_actions=max_actions,
-                                context_tokens=smaller, forbidden_task_ids=forbidden_task_ids)
+                                context_tokens=smaller, forbidden_task_ids=forbidden_task_ids, feedback=feedback)
         reply, unreadable = await _ask(llm, messages, model)
     if reply is None:
         return Proposal([], [unreadable] if unreadable else [], "the optimizer's reply could not be read", usage, messages)

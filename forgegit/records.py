@@ -259,6 +259,41 @@ class ActionRecord:
 
 
 @dataclass
+class ReviewComment:
+    """A reviewer's comment on a pull request (untrusted text, already cut to a bounded size)."""
+
+    id: str  # "line-<id>", "review-<id>" or "comment-<id>": unique within the PR
+    kind: str  # "line" (on a file and line), "review" (a review's body) or "comment" (the conversation)
+    author: str
+    body: str
+    created: str  # GitHub's ISO time
+    path: str = ""  # for a line comment: the file and line it is on
+    line: Optional[int] = None
+    url: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ReviewComment":
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class ReviewRound:
+    """Review feedback a run was continued with (`train --from-pr N`): the comments, from epoch first_epoch on."""
+
+    pr: int
+    branch: str
+    fetched: str  # when the comments were read (UTC ISO)
+    comments: list[ReviewComment] = field(default_factory=list)
+    first_epoch: int = 0  # the first epoch whose optimizer saw these comments (0: not started yet)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ReviewRound":
+        d = _known(cls, d)
+        d["comments"] = [ReviewComment.from_json(c) for c in d.get("comments", [])]
+        return cls(**d)
+
+
+@dataclass
 class EpochRecord:
     """One training epoch: what the optimizer proposed, the commit, and the gate's verdict."""
 
@@ -276,6 +311,7 @@ class EpochRecord:
     flipped_up: list[str] = field(default_factory=list)
     flipped_down: list[str] = field(default_factory=list)
     val_score: Optional[float] = None  # validation score of the branch after this epoch (not used by the gate)
+    answers: list[str] = field(default_factory=list)  # ids of the review comments its optimizer was shown
 
     @property
     def end(self) -> str:
@@ -341,6 +377,7 @@ class RunRecord:
     sandbox: str = ""  # the isolation level the run's sandbox reached, e.g. "secrets-safe (landlock abi 7, seccomp, ...)"
     started: str = ""  # UTC ISO times: when the run began, and when its record was last saved
     updated: str = ""
+    reviews: list[ReviewRound] = field(default_factory=list)  # review feedback it was continued with, in order
 
     @property
     def improved(self) -> bool:
@@ -353,4 +390,5 @@ class RunRecord:
         d["final_gate"] = Comparison.from_json(d.get("final_gate"))
         d["test"] = Comparison.from_json(d.get("test"))
         d["usage"] = Usage.from_json(d.get("usage"))
+        d["reviews"] = [ReviewRound.from_json(r) for r in d.get("reviews", [])]
         return cls(**d)

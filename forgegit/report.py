@@ -348,6 +348,7 @@ def _render(run: RunRecord, server_url: Optional[str], repository: Optional[str]
         "### Epochs",
         epochs_table(run, server_url, repository) if run.epochs else "_No epochs ran._",
         "Actions: `+` added, `~` revised, `-` removed; struck-through actions were rejected.",
+        *([review_section(run)] if run.reviews else []),
         "### Learning curve",
         mermaid_curve(run),
         "### Commits",
@@ -359,6 +360,29 @@ def _render(run: RunRecord, server_url: Optional[str], repository: Optional[str]
         sections += ["### Tasks that changed", *flips]
     sections += ["### Cost", totals_line(run)]
     return "\n\n".join(sections) + "\n"
+
+
+def review_section(run: RunRecord, limit: int = 160) -> str:
+    """The PR body's list of review comments and the epochs that answered them (the ones whose optimizer saw
+    them; 'kept' when the epoch was kept)."""
+    if not run.reviews:
+        return ""
+    lines = ["### Review feedback", ""]
+    for r in run.reviews:
+        lines.append(f"Continued from PR #{r.pr} with {len(r.comments)} comment(s) read {escape_md(r.fetched)}:")
+        lines.append("")
+        for c in r.comments:
+            epochs = [e for e in run.epochs if c.id in e.answers]
+            if epochs:
+                answer = ", ".join(f"epoch {e.epoch} ({'kept' if e.kept else 'reverted'})" for e in epochs)
+                status = ("answered by " if any(e.kept for e in epochs) else "tried, not kept: ") + answer
+            else:
+                status = "not answered yet"
+            where = f" on {code(c.path)}" + (f" line {c.line}" if c.line is not None else "") if c.path else ""
+            body = escape_md(c.body if len(c.body) <= limit else c.body[: limit - 1] + "…")
+            lines.append(f"- {escape_md(c.kind)} by {escape_md(c.author)}{where}: {body} — {status}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _shorten(body: str) -> str:

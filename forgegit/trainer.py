@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, gate, git, history
+from . import evalstore, gate, git, history, reviews
 from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
 from .functions import load_specs
 from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
-from .records import ActionRecord, EpochRecord, EvalResult, GateDecision, RunRecord, Usage, to_json
+from .records import ActionRecord, EpochRecord, EvalResult, GateDecision, ReviewRound, RunRecord, Usage, to_json
 from .sandbox import check_imports
 from .tasks import TaskSet
 from .workflow_commands import safe_text
@@ -237,6 +237,24 @@ class Trainer:
         self.tree = Worktree(self.repo, self.run.run_id)
         self.tree.open(expected, self.echo)
 
+    def continue_with_review(self, branch: str, review: ReviewRound) -> None:
+        """Continue a run (finished or not) on its own branch with review feedback: up to `epochs` more
+        epochs, the reviewers' words first in each optimizer prompt; then a new final gate."""
+        self.resume(branch)
+        run = self.run
+        review.first_epoch = len(run.epochs) + 1
+        run.reviews.append(review)
+        run.status, run.stop_reason, run.final_gate = "running", "", None
+        if run.test is not None:
+            self.echo("the sealed test split was scored for this run already: it is not scored again")
+            run.test = None
+        history.save_run(self.repo, run)
+
+    def _since_review(self) -> list[EpochRecord]:
+        """The epochs of the current stretch: since the last review round began (all of them before any)."""
+        first = self.run.reviews[-1].first_epoch if self.run.reviews else 1
+        return self.run.epochs[max(0, first - 1):]
+
     # -- the loop
 
     async def train(self) -> RunRecord:
@@ -280,11 +298,12 @@ class Trainer:
         return [w for w in found if w]
 
     def _stop_reason(self) -> str:
-        run, s = self.run, self.s
-        if len(run.epochs) >= s.epochs:
+        s = self.s
+        stretch = self._since_review()
+        if len(stretch) >= s.epochs:
             return "epochs"
         streak = 0
-        for e in reversed(run.epochs):
+        for e in reversed(stretch):
             if e.kept and (e.gate is None or gate.is_gain(e.gate)):  # a no-worse tie is no progress
                 break
             streak += 1
@@ -347,10 +366,12 @@ class Trainer:
         before = await self._eval(parent, batch)
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
+        review = run.reviews[-1] if run.reviews else None
         proposal: Proposal = await propose(
             self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
+            feedback=reviews.prompt_section([review]) if review else "",
         )
         self._spend(proposal.usage)
         crashpoint("after-optimizer")
@@ -358,7 +379,7 @@ class Trainer:
         for r in proposal.rejected:  # the optimizer's own text: one line each, no workflow command
             self.echo(f"  rejected {safe_text(r.kind, 40)} {safe_text(r.name, 100)}: {safe_text(r.reason, 2000)}")
         epoch = EpochRecord(k, parent, None, None, records, proposal.rationale, before.score, None, False,
-                            usage=proposal.usage)
+                            usage=proposal.usage, answers=[c.id for c in review.comments] if review else [])
         if not proposal.actions:
             epoch.gate = None
             self.echo(f"epoch {k}: no valid edit proposed")

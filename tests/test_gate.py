@@ -2,7 +2,6 @@
 is too small for the gate to ever keep an epoch; unit checks, a simulation of the error it controls, and runs."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -10,11 +9,13 @@ from typing import Any, Callable
 import pytest
 from click.testing import CliRunner
 
+import scripted_training
 from conftest import git
+from scripted_training import add
 
-from forgegit import demo, gate, history
+from forgegit import gate, history
 from forgegit.cli import cli
-from forgegit.scripted import text, tool_calls, tool_names
+from forgegit.scripted import text, tool_calls
 
 
 def outcomes(passed: list[int]) -> dict[str, bool]:
@@ -116,47 +117,15 @@ def test_init_warns_that_its_example_tasks_are_too_few_for_the_gate(tmp_path: Pa
 
 # --- training runs -------------------------------------------------------------------------------
 
-N_TASKS = 12
-
-
-def helper_code(name: str) -> str:
-    return demo.WORD_COUNT.replace("def word_count", f"def {name}")
-
-
-def add(name: str) -> Any:
-    return ("add_function", {"name": name, "code": helper_code(name)})
-
-
 @pytest.fixture
 def gate_repo(tmp_path: Path, scripted: Any, llm_env: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
-    """A repository of N_TASKS tasks whose agent passes task i when the rule `passes(i, tools)` says so,
-    and whose optimizer proposes `replies[epoch]` (then nothing)."""
+    """make(passes, replies, n=12, config=""): a training repository (tests/scripted_training.py), served."""
 
-    def make(passes: Callable[[int, list[str]], bool], replies: list[Any], n: int = N_TASKS,
-             config: str = "") -> Path:
-        repo = demo.make_repo(tmp_path / "repo")
-        tasks = [{"id": f"q{i:02d}", "question": f"Question {i}: what is {i} + {i}?", "answer": str(2 * i)}
-                 for i in range(n)]
-        (repo / "tasks" / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
-        if config:
-            with (repo / "forgegit.toml").open("a") as f:
-                f.write(config)
-        git(repo, "commit", "-qam", "tasks")
-
-        def script(request: dict[str, Any]) -> Any:
-            if request["model"] == demo.OPTIMIZER_MODEL:
-                if any(m["role"] == "tool" for m in request["messages"]):
-                    return text("done")
-                k = demo.epoch_of(request)
-                return replies[k - 1] if k <= len(replies) else text("No more changes.")
-            question = request["messages"][1]["content"]
-            i = int(question.split()[1].rstrip(":"))
-            ok = passes(i, [t for t in tool_names(request) if t != "python"])
-            return text(f"Final answer: {2 * i if ok else 2 * i + 1}")
-
+    def make(passes: Callable[[int, list[str]], bool], replies: list[Any], n: int = 12, config: str = "") -> Path:
+        training, script = scripted_training.make(tmp_path, passes, replies, n=n, config=config)
         llm_env(scripted(script))
-        monkeypatch.chdir(repo)
-        return repo
+        monkeypatch.chdir(training.repo)
+        return training.repo
 
     return make
 
