@@ -103,8 +103,18 @@ def read_round(client: GitHubClient, number: int, since: str = "") -> ReviewRoun
 
 
 def since_of(run: RunRecord) -> str:
-    """Feedback newer than this is new to the run: the last round's reading time ('' before any round)."""
-    return run.reviews[-1].fetched if run.reviews else ""
+    """Feedback older than this is not new to the run: a minute before its last round's reading (GitHub's
+    times have seconds only; comments seen in that round are known by id), '' before any round."""
+    if not run.reviews:
+        return ""
+    return (_time(run.reviews[-1].fetched) - _dt.timedelta(minutes=1)).isoformat()
+
+
+def unseen(run: RunRecord, comments: list[ReviewComment]) -> list[ReviewComment]:
+    """The comments no earlier round of the run showed, newer than since_of(run)."""
+    seen = {c.id for r in run.reviews for c in r.comments}
+    since = since_of(run)
+    return [c for c in comments if c.id not in seen and (not since or newer(c.created, since))]
 
 
 def fetch_run(repo: Path, branch: str, remote: str = "origin") -> None:
@@ -142,6 +152,7 @@ def pending(client: GitHubClient, repo: Path, remote: str = "origin",
                 echo(f"skipping #{pr['number']}: {exc.message}")
             continue
         found = read_round(client, pr["number"], since_of(run))
+        found.comments = unseen(run, found.comments)
         if found.comments and (best is None or _time(found.comments[-1].created) > _time(best.comments[-1].created)):
             best = found
     return best

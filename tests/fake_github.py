@@ -66,6 +66,11 @@ def failure(mode: str) -> Failure:
     raise ValueError(mode)
 
 
+def now() -> str:
+    """GitHub's time format, for what is created now (seeded feedback defaults to it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 RESET_AT = 1_900_000_000  # 2030-03-17 17:46:40 UTC
 
 
@@ -128,23 +133,23 @@ class FakeGitHub:
         return item
 
     def add_line_comment(self, number: int, path: str, line: int, body: str, user: str = "alice",
-                         created: str = "2030-01-01T00:00:00Z") -> dict[str, Any]:
+                         created: Optional[str] = None) -> dict[str, Any]:
         """A review comment on a file and line of PR number's diff, as GET /pulls/N/comments lists it."""
         return self._seed(number, "line", {"path": path, "line": line, "original_line": line, "body": body,
-                                           "user": {"login": user, "type": "User"}, "created_at": created,
-                                           "updated_at": created, "side": "RIGHT"})
+                                           "user": {"login": user, "type": "User"}, "created_at": created or now(),
+                                           "updated_at": created or now(), "side": "RIGHT"})
 
     def add_review(self, number: int, body: str, state: str = "CHANGES_REQUESTED", user: str = "bob",
-                   submitted: str = "2030-01-01T00:00:00Z") -> dict[str, Any]:
+                   submitted: Optional[str] = None) -> dict[str, Any]:
         """A review of PR number, as GET /pulls/N/reviews lists it."""
         return self._seed(number, "review", {"body": body, "state": state, "user": {"login": user, "type": "User"},
-                                             "submitted_at": submitted})
+                                             "submitted_at": submitted or now()})
 
     def add_comment(self, number: int, body: str, user: str = "carol",
-                    created: str = "2030-01-01T00:00:00Z") -> dict[str, Any]:
+                    created: Optional[str] = None) -> dict[str, Any]:
         """A conversation comment on PR number, as GET /issues/N/comments lists it."""
         return self._seed(number, "comment", {"body": body, "user": {"login": user, "type": "User"},
-                                              "created_at": created, "updated_at": created})
+                                              "created_at": created or now(), "updated_at": created or now()})
 
     # --- behaviour ---------------------------------------------------------------
 
@@ -203,7 +208,7 @@ class FakeGitHub:
             items = list(self.feedback.get((n, kind), []))
             if kind == "comment":  # what forgegit posted itself is in the conversation too
                 items += [{"id": i + 1, "body": b, "user": {"login": "github-actions[bot]", "type": "Bot"},
-                           "created_at": "2030-01-01T00:00:00Z"} for i, b in enumerate(self.comments.get(n, []))]
+                           "created_at": now()} for i, b in enumerate(self.comments.get(n, []))]
             return 200, self._page(items, req.query), {}
         if path == "/pulls" and req.method == "POST":
             return self._post_pull(req.body)

@@ -108,11 +108,11 @@ def _review_round(ws: Workspace, number: int, path: Optional[str]) -> ReviewRoun
         branch = reviews.training_branch(client, number)
         reviews.fetch_run(ws.root, branch)
         found = reviews.read_round(client, number, reviews.since_of(history.load_run(ws.root, branch)))
-    since = reviews.since_of(history.load_run(ws.root, found.branch))
-    found.comments = [c for c in found.comments if not since or reviews.newer(c.created, since)]
+    run = history.load_run(ws.root, found.branch)
+    found.comments = reviews.unseen(run, found.comments)
     if not found.comments:
         raise ForgegitError(f"pull request #{number} has no review feedback newer than its last training"
-                            f"{' (' + since + ')' if since else ''}: nothing new to train on")
+                            f"{' (' + run.reviews[-1].fetched + ')' if run.reviews else ''}: nothing new to train on")
     return found
 
 
