@@ -256,6 +256,24 @@ class ActionRecord:
     name: str
     accepted: bool
     reason: str = ""  # why it was rejected, empty when accepted
+    commit: Optional[str] = None  # an accepted action's own commit inside the epoch
+    kept: Optional[bool] = None  # after attribution: whether this action stayed (None: judged with its epoch)
+
+
+@dataclass
+class Trial:
+    """One subset of an epoch's actions judged alone on the epoch's tasks (attribution)."""
+
+    actions: list[int]  # indices into the epoch's accepted actions
+    commit: str  # a commit of the parent plus these actions only (not on the branch; its result is in the notes)
+    score: float
+    kept: bool  # whether it passed the gate
+    reason: str = ""
+    p_value: Optional[float] = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Trial":
+        return cls(**_known(cls, d))
 
 
 @dataclass
@@ -312,6 +330,15 @@ class EpochRecord:
     flipped_down: list[str] = field(default_factory=list)
     val_score: Optional[float] = None  # validation score of the branch after this epoch (not used by the gate)
     answers: list[str] = field(default_factory=list)  # ids of the review comments its optimizer was shown
+    attribution: list[Trial] = field(default_factory=list)  # subsets tried when the whole epoch was not kept
+    reverts: list[str] = field(default_factory=list)  # the revert commits of dropped actions (revert is the last)
+
+    @property
+    def kept_actions(self) -> tuple[int, int]:
+        """(kept, accepted) action counts: (1, 2) reads "kept 1 of 2 actions"."""
+        accepted = [a for a in self.actions if a.accepted]
+        kept = sum(1 for a in accepted if (a.kept if a.kept is not None else self.kept))
+        return kept, len(accepted)
 
     @property
     def end(self) -> str:
@@ -322,6 +349,7 @@ class EpochRecord:
     def from_json(cls, d: dict[str, Any]) -> "EpochRecord":
         d = _known(cls, d)
         d["actions"] = [ActionRecord(**_known(ActionRecord, a)) for a in d.get("actions", [])]
+        d["attribution"] = [Trial.from_json(t) for t in d.get("attribution", [])]
         d["gate"] = GateDecision.from_json(d.get("gate"))
         d["usage"] = Usage.from_json(d.get("usage"))
         return cls(**d)

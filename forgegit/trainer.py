@@ -26,7 +26,9 @@ from .errors import ForgegitError
 from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
 from .functions import load_specs
 from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
-from .records import ActionRecord, EpochRecord, EvalResult, GateDecision, ReviewRound, RunRecord, Usage, to_json
+from .records import (
+    ActionRecord, EpochRecord, EvalResult, GateDecision, ReviewRound, RunRecord, Trial, Usage, to_json,
+)
 from .sandbox import check_imports
 from .tasks import TaskSet
 from .workflow_commands import safe_text
@@ -339,9 +341,9 @@ class Trainer:
         if usage.calls or usage.total_tokens or usage.cost:
             history.save_run(self.repo, self.run)
 
-    async def _val_score(self, commit: str, train_result: EvalResult) -> float:
+    async def _val_score(self, commit: str, train_result: Optional[EvalResult]) -> float:
         """The validation score of commit for the learning curve (free when validation is the training set)."""
-        if self.val.sha256 == train_result.tasks_hash:
+        if train_result is not None and self.val.sha256 == train_result.tasks_hash:
             return train_result.score
         return (await self._eval(commit, self.val)).score
 
@@ -385,11 +387,13 @@ class Trainer:
             self.echo(f"epoch {k}: no valid edit proposed")
             self._record_epoch(epoch)
             return
-        write_actions(self.tree.path, proposal.actions)
-        crashpoint("after-write")
-        self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
-        message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model, run.run_id)
-        git.run(["commit", "--quiet", "--no-verify", "-F", "-"], self.tree.path, input=message)
+        for i, action in enumerate(proposal.actions):  # one commit per action: history and revert per action
+            write_actions(self.tree.path, [action])
+            crashpoint("after-write")
+            self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
+            message = commit_message(k, [action], proposal.rationale, run.optimizer_model, run.run_id)
+            git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
+            records[i].commit = self.tree.head()
         crashpoint("after-commit")
         epoch.commit = self.tree.head()
         await self._gate(epoch, batch, before)
@@ -400,28 +404,39 @@ class Trainer:
         after = await self._eval(epoch.commit, batch)
         epoch.usage.add(self.last_spent)
         crashpoint("after-eval")
-        decision, b, a = await self._judge(epoch, batch, before.outcomes(), after.outcomes())
+        decision, b, a, sets = await self._judge(epoch, batch, before.outcomes(), after.outcomes())
         epoch.score_before, epoch.score_after = _mean(b), _mean(a)
         epoch.gate, epoch.kept = decision, decision.kept
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
         evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
+        accepted = [r for r in epoch.actions if r.accepted]
+        best: Optional[Trial] = None
+        if not decision.kept and len(accepted) > 1 and self.s.attribution and not self._over_budget():
+            best = await self._attribute(epoch, b, sets)
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
+        elif best is not None:
+            self._keep_only(epoch, best)
+            epoch.val_score = await self._val_score(epoch.end, after if epoch.end == epoch.commit else None)
         else:
             self._revert(epoch)
             epoch.val_score = self._current_val_score()
         verdict = "kept" if epoch.kept else "reverted"
+        if best is not None:
+            kept, total = epoch.kept_actions
+            verdict = f"kept {kept} of {total} actions"
         self.echo(f"epoch {epoch.epoch}: {epoch.score_before:.3f} -> {epoch.score_after:.3f} {verdict} ({decision.reason}); "
                   f"{self.run.usage.total_tokens:,} tokens so far")
         self._record_epoch(epoch)
 
     async def _judge(self, epoch: EpochRecord, batch: TaskSet, b: dict[str, bool],
-                     a: dict[str, bool]) -> tuple[GateDecision, dict[str, bool], dict[str, bool]]:
+                     a: dict[str, bool]) -> tuple[GateDecision, dict[str, bool], dict[str, bool], list[TaskSet]]:
         """The gate's decision, with sequential looks: while the gain is positive but not significant,
         evaluate the next tasks (doubling, up to the whole set, within the budget) before and after the
-        epoch, each look at its share of alpha (gate.spending). Returns the decision and the outcomes it saw."""
+        epoch, each look at its share of alpha (gate.spending). Returns the decision, the outcomes it saw and
+        the task sets they came from."""
         s = self.s
         assert epoch.commit
         sequential = s.sequential and s.gate in gate.TESTS
@@ -431,13 +446,15 @@ class Trainer:
         rest = [t.id for t in self.tasks.tasks if t.id not in taken]
         random.Random(f"{s.seed}:{epoch.epoch}:looks").shuffle(rest)
         look = 0
+        sets = [batch]
         while True:
             decision = gate.decide(b, a, rule=s.gate, alpha=levels[look], min_delta=s.min_delta, seed=s.seed)
             decision.looks = look + 1
             if not gate.undecided(decision) or look + 1 >= len(sizes) or self._over_budget():
-                return decision, b, a
+                return decision, b, a, sets
             ids = rest[sizes[look] - len(batch):sizes[look + 1] - len(batch)]
             more = self.tasks.subset(ids, f"epoch{epoch.epoch}/look{look + 2}")
+            sets.append(more)
             self.echo(f"epoch {epoch.epoch}: {decision.reason} on {len(b)} tasks; looking at {len(ids)} more "
                       f"(look {look + 2} of {len(sizes)}, alpha {levels[look + 1]:.4g})")
             b = {**b, **(await self._eval(epoch.parent, more)).outcomes()}
@@ -447,9 +464,103 @@ class Trainer:
             crashpoint("after-look")
             look += 1
 
+    async def _attribute(self, epoch: EpochRecord, before: dict[str, bool], sets: list[TaskSet]) -> Optional[Trial]:
+        """Judge each action alone on the epoch's tasks (then the passing ones together, when that is a new
+        subset): at most one evaluation more than there are actions. Each subset is tested at alpha divided
+        by the number of subsets this may try (Bonferroni). The best that passes, or None."""
+        s = self.s
+        accepted = [r for r in epoch.actions if r.accepted]
+        n = len(accepted)
+        level = s.alpha / (n + 1)
+        self.echo(f"epoch {epoch.epoch}: not kept as a whole; judging its {n} actions one by one")
+        trials: list[tuple[Trial, GateDecision, dict[str, bool]]] = []
+
+        async def judge(indices: list[int]) -> None:
+            commit = self._trial_commit(epoch, indices)
+            after: dict[str, bool] = {}
+            for tasks in sets:
+                after.update((await self._eval(commit, tasks)).outcomes())
+                epoch.usage.add(self.last_spent)
+            d = gate.decide(before, after, rule=s.gate, alpha=level, min_delta=s.min_delta, seed=s.seed)
+            trial = Trial(indices, commit, _mean(after), d.kept, d.reason, d.p_value)
+            trials.append((trial, d, after))
+            names = ", ".join(f"{accepted[i].kind} {safe_text(accepted[i].name, 80)}" for i in indices)
+            self.echo(f"  {names}: {d.reason}")
+            crashpoint("during-attribution")
+
+        for i in range(n):
+            await judge([i])
+            if self._over_budget():
+                break
+        passing = sorted(i for t, _, _ in trials if t.kept for i in t.actions)
+        if 1 < len(passing) < n and not self._over_budget():
+            await judge(passing)
+        epoch.attribution = [t for t, _, _ in trials]
+        choice = gate.best([(i, d) for i, (_, d, _) in enumerate(trials)])
+        if choice is None:
+            return None
+        trial, d, after = trials[choice]
+        epoch.gate, epoch.score_after = d, trial.score
+        epoch.flipped_up = [t for t in after if after[t] and not before.get(t)]
+        epoch.flipped_down = [t for t in before if before[t] and not after.get(t)]
+        return trial
+
+    def _trial_commit(self, epoch: EpochRecord, indices: list[int]) -> str:
+        """A commit of the epoch's parent plus only these actions (their own commits' changes), off the branch."""
+        accepted = [r for r in epoch.actions if r.accepted]
+        index = self.tree.path.parent / f"{self.run.run_id}.trial-index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            git.run(["read-tree", epoch.parent], self.tree.path, env=env)
+            for i in indices:
+                commit = accepted[i].commit
+                assert commit
+                prev = accepted[i - 1].commit if i else epoch.parent
+                assert prev
+                raw = git.out(["diff-tree", "-r", "--no-renames", "-z", prev, commit], self.tree.path)
+                fields = raw.split("\0")
+                for meta, path in zip(fields[0::2], fields[1::2]):  # ":<old mode> <new mode> <old> <new> <status>"
+                    parts = meta.lstrip(":").split(" ")
+                    if len(parts) != 5 or not path:
+                        continue
+                    mode, sha, status = parts[1], parts[3], parts[4]
+                    if status.startswith("D"):
+                        git.run(["update-index", "--force-remove", "--", path], self.tree.path, env=env)
+                    else:
+                        git.run(["update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], self.tree.path, env=env)
+            tree = git.out(["write-tree"], self.tree.path, env=env)
+        finally:
+            index.unlink(missing_ok=True)
+        names = ", ".join(f"{accepted[i].kind} {accepted[i].name}" for i in indices)
+        message = f"forgegit: epoch {epoch.epoch} attribution: {names} alone\n\n{RUN_TRAILER}: {self.run.run_id}\n"
+        return git.out(["commit-tree", tree, "-p", epoch.parent, "-F", "-"], self.tree.path, input=message)
+
+    def _keep_only(self, epoch: EpochRecord, trial: Trial) -> None:
+        """Keep the trial's actions: revert every other action's own commit (newest first), one revert each."""
+        accepted = [r for r in epoch.actions if r.accepted]
+        kept, total = len(trial.actions), len(accepted)
+        for i in reversed(range(total)):
+            accepted[i].kept = i in trial.actions
+            if accepted[i].kept:
+                continue
+            commit = accepted[i].commit
+            assert commit
+            self.tree.git("revert", "--no-commit", commit)
+            crashpoint("during-revert")
+            message = (f"forgegit: revert epoch {epoch.epoch} action {i + 1} ({accepted[i].kind} {accepted[i].name}): "
+                       f"kept {kept} of {total} actions\n\nThis reverts commit {commit}.\n\n"
+                       f"{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+            git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
+            epoch.reverts.append(self.tree.head())
+        if git.functions_tree(self.repo, self.tree.head()) != git.functions_tree(self.repo, trial.commit):
+            raise ForgegitError(f"epoch {epoch.epoch}: reverting the dropped actions did not give the judged tree")
+        epoch.revert = epoch.reverts[-1] if epoch.reverts else None
+        epoch.kept = True
+        evalstore.update_note(self.repo, epoch.end, epoch=to_json(epoch))
+
     def _revert(self, epoch: EpochRecord) -> None:
         assert epoch.commit
-        self.tree.git("revert", "--no-commit", epoch.commit)
+        self.tree.git("revert", "--no-commit", f"{epoch.parent}..{epoch.commit}")
         crashpoint("during-revert")
         message = (f"forgegit: revert epoch {epoch.epoch} ({epoch.gate.reason if epoch.gate else 'no improvement'})\n\n"
                    f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
@@ -462,7 +573,7 @@ class Trainer:
         run = self.run
         run.epochs.append(epoch)
         if epoch.kept and epoch.commit and epoch.score_after is not None:
-            run.best_commit, run.best_score = epoch.commit, epoch.score_after
+            run.best_commit, run.best_score = epoch.end, epoch.score_after
         history.save_run(self.repo, run)
         crashpoint("after-record")
         git.run(["update-ref", f"refs/heads/{run.branch}", epoch.end, epoch.parent], self.repo)
