@@ -357,7 +357,8 @@ class Trainer:
     def _history(self) -> list[dict[str, Any]]:
         return [
             {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
-             "kept": e.kept, "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
+             "kept": e.kept, "actions": [f"{a.kind} {a.name}" + (" (dropped)" if a.kept is False else "")
+                                         for a in e.actions if a.accepted]}
             for e in self.run.epochs
         ]
 
