@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from . import evalstore, git
+from . import git, notes
 from .errors import ForgegitError
 from .records import RunRecord
 from .report import MARKER_PREFIX, pct, render_markdown
@@ -273,7 +273,7 @@ def push_notes(repo: Path, remote: str = "origin") -> Optional[str]:
     # Someone else added notes: merge theirs in (ours wins for the same commit), then push again.
     fetched = git.run(["fetch", remote, f"+{NOTES_REF}:refs/notes/forgegit-remote"], repo, check=False)
     if fetched.returncode == 0:
-        with evalstore.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
+        with notes.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
             git.run(["notes", "--ref=forgegit", "merge", "-s", "ours", "refs/notes/forgegit-remote"], repo, check=False)
         if git.run(["push", remote, spec], repo, check=False).returncode == 0:
             return None

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, gate, git, history, reviews
+from . import gate, git, history, notes, reviews
+from .commits import action_revert_message, commit_message, revert_message, trial_message
 from .errors import ForgegitError
-from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
-from .functions import load_specs
-from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
+from .evaluation import Evaluator, load_trajectories, sandbox_limits
+from .function_files import write_actions
+from .functions import FunctionFileError, load_specs
+from .proposal import Proposal, propose
 from .records import (
     ActionRecord, EpochRecord, EvalResult, GateDecision, ReviewRound, RunRecord, Trial, Usage, to_json,
 )
@@ -153,11 +155,12 @@ class Worktree:
             shutil.rmtree(self.path, ignore_errors=True)
         git.run(["worktree", "prune"], self.repo, check=False)
 
-    def git(self, *args: str, **kw: Any) -> str:
+    def git_out(self, *args: str, **kw: Any) -> str:
+        """`git ARGS` run in this checkout; its output."""
         return git.out(list(args), self.path, **kw)
 
     def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
+        return self.git_out("rev-parse", "HEAD")
 
     def close(self) -> None:
         git.run(["worktree", "unlock", str(self.path)], self.repo, check=False)
@@ -196,7 +199,7 @@ class Trainer:
         return self.ws.root
 
     @property
-    def s(self) -> Any:
+    def settings(self) -> Any:
         return self.ws.settings
 
     # -- starting and resuming
@@ -208,13 +211,13 @@ class Trainer:
         base_commit = git.resolve(self.repo, base_branch)
         _, problems = load_specs(git.read_functions(self.repo, base_commit))
         if problems:
-            raise FunctionFilesError(
-                f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])), problems)
+            raise FunctionFileError(
+                problems, f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])))
         run_id = run_id or new_run_id()
         branch = history.BRANCH_PREFIX + run_id
         if git.branch_exists(self.repo, branch):
             raise ForgegitError(f"branch {branch} already exists: use `forgegit train --resume {run_id}`")
-        s = self.s
+        s = self.settings
         self.run = RunRecord(
             run_id=run_id, branch=branch, base_branch=base_branch, base_commit=base_commit,
             model=s.model, optimizer_model=s.effective_optimizer_model, tasks_file=self.tasks.path,
@@ -291,7 +294,7 @@ class Trainer:
 
     def _power_warnings(self) -> list[str]:
         """What makes the gates unable to ever keep anything on these task sets (and what to do)."""
-        s = self.s
+        s = self.settings
         found = [gate.power_warning(len(self.tasks), s.gate, s.alpha, self.tasks.path, batch_size=s.batch_size,
                                     sequential=s.sequential)]
         if self.val.sha256 != self.tasks.sha256:
@@ -300,7 +303,7 @@ class Trainer:
         return [w for w in found if w]
 
     def _stop_reason(self) -> str:
-        s = self.s
+        s = self.settings
         stretch = self._since_review()
         if len(stretch) >= s.epochs:
             return "epochs"
@@ -314,7 +317,7 @@ class Trainer:
         return self._over_budget()
 
     def _over_budget(self) -> str:
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         if s.budget_tokens and run.usage.total_tokens >= s.budget_tokens:
             return "budget"
         if s.budget_usd and run.usage.cost >= s.budget_usd:
@@ -322,7 +325,7 @@ class Trainer:
         return ""
 
     def _batch(self, epoch: int) -> TaskSet:
-        return self.tasks.sample(self.s.batch_size, self.s.seed + epoch)
+        return self.tasks.sample(self.settings.batch_size, self.settings.seed + epoch)
 
     async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
         """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
@@ -354,7 +357,7 @@ class Trainer:
                 return e.val_score
         return self.run.baseline_val_score
 
-    def _history(self) -> list[dict[str, Any]]:
+    def _score_history(self) -> list[dict[str, Any]]:
         return [
             {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
              "kept": e.kept, "actions": [f"{a.kind} {a.name}" + (" (dropped)" if a.kept is False else "")
@@ -363,7 +366,7 @@ class Trainer:
         ]
 
     async def _epoch(self, k: int) -> None:
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         parent = self.tree.head()
         batch = self._batch(k)
         before = await self._eval(parent, batch)
@@ -371,7 +374,7 @@ class Trainer:
         files = git.read_functions(self.repo, parent)
         review = run.reviews[-1] if run.reviews else None
         proposal: Proposal = await propose(
-            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
+            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._score_history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
             feedback=reviews.prompt_section([review]) if review else "",
@@ -391,7 +394,7 @@ class Trainer:
         for i, action in enumerate(proposal.actions):  # one commit per action: history and revert per action
             write_actions(self.tree.path, [action])
             crashpoint("after-write")
-            self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
+            self.tree.git_out("add", "-A", "--", git.FUNCTIONS_DIR)
             message = commit_message(k, [action], proposal.rationale, run.optimizer_model, run.run_id)
             git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
             records[i].commit = self.tree.head()
@@ -410,11 +413,11 @@ class Trainer:
         epoch.gate, epoch.kept = decision, decision.kept
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
-        evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
         accepted = [r for r in epoch.actions if r.accepted]
         best: Optional[Trial] = None
-        if not decision.kept and len(accepted) > 1 and self.s.attribution and not self._over_budget():
+        if not decision.kept and len(accepted) > 1 and self.settings.attribution and not self._over_budget():
             best = await self._attribute(epoch, b, sets)
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
@@ -438,7 +441,7 @@ class Trainer:
         evaluate the next tasks (doubling, up to the whole set, within the budget) before and after the
         epoch, each look at its share of alpha (gate.spending). Returns the decision, the outcomes it saw and
         the task sets they came from."""
-        s = self.s
+        s = self.settings
         assert epoch.commit
         sequential = s.sequential and s.gate in gate.TESTS
         sizes = gate.looks(len(batch), len(self.tasks)) if sequential else [len(batch)]
@@ -469,7 +472,7 @@ class Trainer:
         """Judge each action alone on the epoch's tasks (then the passing ones together, when that is a new
         subset): at most one evaluation more than there are actions. Each subset is tested at alpha divided
         by the number of subsets this may try (Bonferroni). The best that passes, or None."""
-        s = self.s
+        s = self.settings
         accepted = [r for r in epoch.actions if r.accepted]
         n = len(accepted)
         level = s.alpha / (n + 1)
@@ -533,7 +536,7 @@ class Trainer:
         finally:
             index.unlink(missing_ok=True)
         names = ", ".join(f"{accepted[i].kind} {accepted[i].name}" for i in indices)
-        message = f"forgegit: epoch {epoch.epoch} attribution: {names} alone\n\n{RUN_TRAILER}: {self.run.run_id}\n"
+        message = trial_message(epoch.epoch, names, self.run.run_id)
         return git.out(["commit-tree", tree, "-p", epoch.parent, "-F", "-"], self.tree.path, input=message)
 
     def _keep_only(self, epoch: EpochRecord, trial: Trial) -> None:
@@ -546,28 +549,27 @@ class Trainer:
                 continue
             commit = accepted[i].commit
             assert commit
-            self.tree.git("revert", "--no-commit", commit)
+            self.tree.git_out("revert", "--no-commit", commit)
             crashpoint("during-revert")
-            message = (f"forgegit: revert epoch {epoch.epoch} action {i + 1} ({accepted[i].kind} {accepted[i].name}): "
-                       f"kept {kept} of {total} actions\n\nThis reverts commit {commit}.\n\n"
-                       f"{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+            message = action_revert_message(epoch.epoch, i + 1, f"{accepted[i].kind} {accepted[i].name}", kept, total,
+                                            commit, self.run.run_id)
             git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
             epoch.reverts.append(self.tree.head())
         if git.functions_tree(self.repo, self.tree.head()) != git.functions_tree(self.repo, trial.commit):
             raise ForgegitError(f"epoch {epoch.epoch}: reverting the dropped actions did not give the judged tree")
         epoch.revert = epoch.reverts[-1] if epoch.reverts else None
         epoch.kept = True
-        evalstore.update_note(self.repo, epoch.end, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.end, epoch=to_json(epoch))
 
     def _revert(self, epoch: EpochRecord) -> None:
         assert epoch.commit
-        self.tree.git("revert", "--no-commit", f"{epoch.parent}..{epoch.commit}")
+        self.tree.git_out("revert", "--no-commit", f"{epoch.parent}..{epoch.commit}")
         crashpoint("during-revert")
-        message = (f"forgegit: revert epoch {epoch.epoch} ({epoch.gate.reason if epoch.gate else 'no improvement'})\n\n"
-                   f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+        message = revert_message(epoch.epoch, epoch.gate.reason if epoch.gate else "no improvement", epoch.commit,
+                                 self.run.run_id)
         git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
         epoch.revert = self.tree.head()
-        evalstore.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
 
     def _record_epoch(self, epoch: EpochRecord) -> None:
         """Record the whole epoch, then move the branch to its end (the only time the branch moves)."""
@@ -581,7 +583,7 @@ class Trainer:
 
     async def _final(self) -> None:
         """The final gate: best revision vs the base on the validation set; then the sealed test, once."""
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         if not run.stop_reason:
             run.stop_reason = self._stop_reason() or "epochs"
         head = git.resolve(self.repo, run.branch)
@@ -601,7 +603,7 @@ class Trainer:
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit = head
         run.status = "finished"
-        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
+        notes.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
                                                       "test": to_json(run.test)})
         history.save_run(self.repo, run)
 
@@ -620,8 +622,8 @@ class Trainer:
                 return f"not merged: {run.base_branch} is checked out in {holder} with uncommitted changes; merge {run.branch} yourself"
             git.run(["merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch], holder)
         else:
-            self.tree.git("checkout", "--quiet", "--detach", old)
-            self.tree.git("merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch)
+            self.tree.git_out("checkout", "--quiet", "--detach", old)
+            self.tree.git_out("merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch)
             git.run(["update-ref", base_ref, self.tree.head(), old], self.repo)
         return f"merged {run.branch} into {run.base_branch}"
 
