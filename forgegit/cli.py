@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "Train the functions: optimizer epochs as commits on a training branch.",
     "log": "Show a training run's learning curve from the git notes.",
     "pr": "Push the training branch and open or update its pull request.",
+    "reviews": "Show a forgegit pull request's review feedback (or find one with new feedback).",
     "demo": "Run a complete offline training against a scripted model.",
     "cache": "Inspect or clear the model-response cache.",
     "push": "Push the recorded results (notes) and agent conversations to a remote.",

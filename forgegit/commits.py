@@ -48,6 +48,17 @@ def commit_message(epoch: int, actions: list[Action], rationale: str, model: str
     return "\n\n".join(p for p in (subject, body, "\n".join(trailers)) if p.strip()) + "\n"
 
 
+def action_revert_message(epoch: int, index: int, action: str, kept: int, total: int, commit: str, run_id: str) -> str:
+    """The message of the commit that reverts one action (number index, from 1) that attribution dropped."""
+    return (f"forgegit: revert epoch {epoch} action {index} ({action}): kept {kept} of {total} actions\n\n"
+            f"This reverts commit {commit}.\n\n{REVERT_TRAILER}: {epoch}\n{RUN_TRAILER}: {run_id}\n")
+
+
+def trial_message(epoch: int, actions: str, run_id: str) -> str:
+    """The message of an attribution trial commit (off the branch): which of the epoch's actions it holds."""
+    return f"forgegit: epoch {epoch} attribution: {actions} alone\n\n{RUN_TRAILER}: {run_id}\n"
+
+
 def revert_message(epoch: int, reason: str, commit: str, run_id: str) -> str:
     """The message of the commit that reverts epoch's commit: why, which commit, and the trailers."""
     return (f"forgegit: revert epoch {epoch} ({reason})\n\n"

@@ -56,9 +56,11 @@ class Settings:
     epochs: int = field(default=5, metadata={"doc": "Most training epochs."})
     patience: int = field(default=2, metadata={"doc": "Stop after this many epochs in a row without improvement."})
     max_actions: int = field(default=3, metadata={"doc": "Most function edits the optimizer may make in one epoch."})
-    gate: str = field(default="mcnemar", metadata={"doc": "Epoch gate: mcnemar (paired exact test), bootstrap (paired bootstrap) or delta (plain min_delta)."})
+    gate: str = field(default="mcnemar", metadata={"doc": "Epoch gate: mcnemar (paired exact test), bootstrap (paired bootstrap), delta (plain min_delta) or no-worse (the paper's rule: roll back only when worse)."})
     alpha: float = field(default=0.1, metadata={"doc": "Significance level of the mcnemar/bootstrap gate."})
     min_delta: float = field(default=0.0, metadata={"doc": "Least score gain an epoch must bring to be kept (all gates)."})
+    sequential: bool = field(default=True, metadata={"doc": "With batch_size: when an epoch's gain is positive but not significant, evaluate more training tasks (doubling, up to all, within the budget) before deciding; alpha is split across the looks."})
+    attribution: bool = field(default=True, metadata={"doc": "When an epoch with several actions is not kept, evaluate each action alone on the same batch (and the passing ones together) and keep the best subset that passes the gate."})
     batch_size: int = field(default=0, metadata={"doc": "Tasks sampled per epoch (0 = all): the gate compares the same sample before and after."})
     budget_tokens: int = field(default=0, metadata={"doc": "Stop training cleanly once this many tokens are spent (0 = no limit)."})
     budget_usd: float = field(default=0.0, metadata={"doc": "Stop training cleanly once this much is spent, in USD (0 = no limit)."})
@@ -136,8 +138,8 @@ def validate(s: Settings, where: str = "settings") -> None:
         raise ConfigError(f"{where}: epochs must be >= 0, patience and max_actions >= 1")
     if s.sandbox not in ("strict", "unsafe"):
         raise ConfigError(f"{where}: sandbox must be strict or unsafe, got {s.sandbox!r}")
-    if s.gate not in ("mcnemar", "bootstrap", "delta"):
-        raise ConfigError(f"{where}: gate must be mcnemar, bootstrap or delta, got {s.gate!r}")
+    if s.gate not in ("mcnemar", "bootstrap", "delta", "no-worse"):
+        raise ConfigError(f"{where}: gate must be mcnemar, bootstrap, delta or no-worse, got {s.gate!r}")
     if not 0 < s.alpha < 1:
         raise ConfigError(f"{where}: alpha must be between 0 and 1, got {s.alpha}")
     from .cost import _override_prices

@@ -28,6 +28,7 @@ TRAIN_PREFIX = "forgegit/train/"
 NOTES_REF = "refs/notes/forgegit"
 DEFAULT_API_URL = "https://api.github.com"
 TIMEOUT = 30.0
+MAX_PAGES = 10  # of 100 items: what forgegit reads of one list
 
 
 class GitHubError(ForgegitError):
@@ -186,6 +187,39 @@ class GitHubClient:
         return self.request("POST", f"/issues/{number}/labels", {"labels": list(labels)},
                             what=f"labelling pull request #{number}")
 
+    def get_pr(self, number: int) -> dict[str, Any]:
+        pr = self.request("GET", f"/pulls/{number}", what=f"reading pull request #{number}")
+        if not isinstance(pr, dict):
+            raise GitHubError(f"GitHub answered pull request #{number} with something that is not a pull request")
+        return cast(dict[str, Any], pr)  # GitHub's JSON
+
+    def list_open_prs(self) -> list[dict[str, Any]]:
+        """Every open pull request (up to MAX_PAGES pages)."""
+        return self.pages("/pulls", {"state": "open"}, what="listing pull requests")
+
+    def review_comments(self, number: int) -> list[dict[str, Any]]:
+        """The PR's line comments (on a file and line of the diff)."""
+        return self.pages(f"/pulls/{number}/comments", {}, what=f"reading the line comments of #{number}")
+
+    def reviews(self, number: int) -> list[dict[str, Any]]:
+        return self.pages(f"/pulls/{number}/reviews", {}, what=f"reading the reviews of #{number}")
+
+    def issue_comments(self, number: int) -> list[dict[str, Any]]:
+        """The PR's conversation comments."""
+        return self.pages(f"/issues/{number}/comments", {}, what=f"reading the comments of #{number}")
+
+    def pages(self, path: str, query: dict[str, Any], *, what: str) -> list[dict[str, Any]]:
+        """GET a list, page after page (100 a page, at most MAX_PAGES pages); items that are not objects are dropped."""
+        items: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            got = self.request("GET", path, query={**query, "per_page": 100, "page": page}, what=what)
+            if not isinstance(got, list):
+                raise GitHubError(f"GitHub answered {what} with something that is not a list")
+            items += [x for x in got if isinstance(x, dict)]
+            if len(got) < 100:
+                break
+        return items
+
     def comment(self, number: int, body: str) -> dict[str, Any]:
         comment = self.request("POST", f"/issues/{number}/comments", {"body": body},
                                what=f"commenting on #{number}")
@@ -274,7 +308,8 @@ def open_or_update_pr(
 ) -> PrResult:
     """Push the run's branch and notes, then open its PR (or update the open one); nothing when not improved."""
     check_training_branch(run.branch)
-    if not run.improved:
+    if not run.improved and not (run.reviews and client.find_open_pr(run.branch, run.base_branch)):
+        # (a run continued from its PR's reviews updates that PR whatever the gate says: the reviewers asked)
         why = "the validation gate did not pass" if run.final_gate else "there is no validation result"
         return PrResult(None, None, "none", f"no pull request: run {run.run_id} did not improve ({why})")
     if not run.base_branch:

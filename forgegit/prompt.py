@@ -134,6 +134,12 @@ Failed tasks come first, each with the checker's feedback, then passed ones. Lon
 Study why the failed tasks failed, then take at most {max_actions} actions (add_function, revise_function, remove_function) that will make the agent solve more tasks of this kind. First explain in a few sentences what went wrong and what you change; then call the tools. Try your best to improve the functions: take no action only if you are sure the current ones are the best you can make.
 """
 
+FEEDBACK_PROMPT = """## Reviewer feedback (highest priority)
+{feedback}
+
+"""
+FEEDBACK_SHARE = 4  # review feedback takes at most 1/FEEDBACK_SHARE of the prompt's tokens
+
 REPAIR_PROMPT = """Some actions were rejected and nothing of them was applied; the accepted ones are applied. Send corrected actions for the rejected ones (at most {left}), following the rules of a function file, or take no action to leave them out."""
 
 
@@ -400,8 +406,10 @@ def build_prompt(
     attempts: Iterable[Attempt] = (),
     show_expected: bool = True,
     seed: int = 0,
+    feedback: str = "",
 ) -> list[dict[str, Any]]:
     """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
+    `feedback` (the reviewers' words, reviews.prompt_section) opens the user message, in a section of its own.
 
     attempts (epochs not kept) are shown newest first with their diffs, within 1/ATTEMPTS_SHARE of the
     room; show_expected=False hides the expected answers (also inside the checker's feedback); seed
@@ -422,10 +430,12 @@ def build_prompt(
     system = SYSTEM_PROMPT.format(max_actions=max_actions)
     history_text = _render_score_history(score_history)
     tried = list(attempts)
+    feedback_text = (FEEDBACK_PROMPT.format(feedback=trim_to_tokens(feedback, context_tokens // FEEDBACK_SHARE))
+                     if feedback.strip() else "")
     conversations = {str(k): v for k, v in trajectories.items() if str(k) in shown}
 
     def messages(traj_text: str, functions_text: str, attempts_text: str = "(none yet)") -> list[dict[str, Any]]:
-        user = USER_PROMPT.format(
+        user = feedback_text + USER_PROMPT.format(
             count=len(functions), functions=functions_text, history=history_text, attempts=attempts_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -438,6 +438,7 @@ async def propose(
     tried: Optional[dict[str, Attempt]] = None,
     show_expected: bool = True,
     seed: int = 0,
+    feedback: str = "",
 ) -> Proposal:
     """Ask the optimizer for actions, validate them in order, and give rejected ones one chance at repair.
     check_imports imports the changed files in the sandbox (default: `sandbox.check_imports`' defaults).
@@ -447,7 +448,8 @@ async def propose(
     tried = tried or {}
     budget = await window_budget(llm, context_tokens, model)
     prompt_options: dict[str, Any] = {"forbidden_task_ids": forbidden_task_ids, "attempts": list(attempts),
-                                      "show_expected": show_expected, "seed": seed}
+                                      "show_expected": show_expected, "seed": seed,
+                                      "feedback": feedback}
     messages = build_prompt(functions, last_eval, trajectories, score_history, max_actions=max_actions,
                             context_tokens=budget, **prompt_options)
     usage = Usage()

@@ -241,6 +241,9 @@ class GateDecision:
     ci_low: Optional[float] = None
     ci_high: Optional[float] = None
     reason: str = ""
+    tasks: int = 0  # tasks compared (more than the batch when sequential looks added some)
+    alpha: Optional[float] = None  # the level this decision was tested at (alpha spent at its look)
+    looks: int = 1  # sequential looks taken before deciding
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "GateDecision | None":
@@ -255,6 +258,59 @@ class ActionRecord:
     name: str
     accepted: bool
     reason: str = ""  # why it was rejected, empty when accepted
+    commit: Optional[str] = None  # an accepted action's own commit inside the epoch
+    kept: Optional[bool] = None  # after attribution: whether this action stayed (None: judged with its epoch)
+
+
+@dataclass
+class Trial:
+    """One subset of an epoch's actions judged alone on the epoch's tasks (attribution)."""
+
+    actions: list[int]  # indices into the epoch's accepted actions
+    commit: str  # a commit of the parent plus these actions only (not on the branch; its result is in the notes)
+    score: float
+    kept: bool  # whether it passed the gate
+    reason: str = ""
+    p_value: Optional[float] = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Trial":
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class ReviewComment:
+    """A reviewer's comment on a pull request (untrusted text, already cut to a bounded size)."""
+
+    id: str  # "line-<id>", "review-<id>" or "comment-<id>": unique within the PR
+    kind: str  # "line" (on a file and line), "review" (a review's body) or "comment" (the conversation)
+    author: str
+    body: str
+    created: str  # GitHub's ISO time
+    path: str = ""  # for a line comment: the file and line it is on
+    line: Optional[int] = None
+    url: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ReviewComment":
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class ReviewRound:
+    """Review feedback a run was continued with (`train --from-pr N`): the comments, from epoch first_epoch on."""
+
+    pr: int
+    branch: str
+    fetched: str  # when the comments were read (UTC ISO)
+    comments: list[ReviewComment] = field(default_factory=list)
+    first_epoch: int = 0  # the first epoch whose optimizer saw these comments (0: not started yet)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ReviewRound":
+        d = _known(cls, d)
+        d["comments"] = [ReviewComment.from_json(c) for c in d.get("comments", [])]
+        return cls(**d)
 
 
 @dataclass
@@ -275,6 +331,16 @@ class EpochRecord:
     flipped_up: list[str] = field(default_factory=list)
     flipped_down: list[str] = field(default_factory=list)
     val_score: Optional[float] = None  # validation score of the branch after this epoch (not used by the gate)
+    answers: list[str] = field(default_factory=list)  # ids of the review comments its optimizer was shown
+    attribution: list[Trial] = field(default_factory=list)  # subsets tried when the whole epoch was not kept
+    reverts: list[str] = field(default_factory=list)  # the revert commits of dropped actions (revert is the last)
+
+    @property
+    def kept_actions(self) -> tuple[int, int]:
+        """(kept, accepted) action counts: (1, 2) reads "kept 1 of 2 actions"."""
+        accepted = [a for a in self.actions if a.accepted]
+        kept = sum(1 for a in accepted if (a.kept if a.kept is not None else self.kept))
+        return kept, len(accepted)
 
     @property
     def end(self) -> str:
@@ -285,6 +351,7 @@ class EpochRecord:
     def from_json(cls, d: dict[str, Any]) -> "EpochRecord":
         d = _known(cls, d)
         d["actions"] = [ActionRecord(**_known(ActionRecord, a)) for a in d.get("actions", [])]
+        d["attribution"] = [Trial.from_json(t) for t in d.get("attribution", [])]
         d["gate"] = GateDecision.from_json(d.get("gate"))
         d["usage"] = Usage.from_json(d.get("usage"))
         return cls(**d)
@@ -340,6 +407,7 @@ class RunRecord:
     sandbox: str = ""  # the isolation level the run's sandbox reached, e.g. "secrets-safe (landlock abi 7, seccomp, ...)"
     started: str = ""  # UTC ISO times: when the run began, and when its record was last saved
     updated: str = ""
+    reviews: list[ReviewRound] = field(default_factory=list)  # review feedback it was continued with, in order
 
     @property
     def improved(self) -> bool:
@@ -352,4 +420,5 @@ class RunRecord:
         d["final_gate"] = Comparison.from_json(d.get("final_gate"))
         d["test"] = Comparison.from_json(d.get("test"))
         d["usage"] = Usage.from_json(d.get("usage"))
+        d["reviews"] = [ReviewRound.from_json(r) for r in d.get("reviews", [])]
         return cls(**d)

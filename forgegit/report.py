@@ -207,7 +207,7 @@ def action_text(a: ActionRecord) -> str:
     """One optimizer action for a table cell: `+name` added, `~name` revised, `-name` removed."""
     text = code(f"{_ACTION_SIGNS.get(a.kind, '?')}{a.name}")
     if a.accepted:
-        return text
+        return text + (" (dropped)" if a.kept is False else "")
     reason = f": {escape_md(first_line(a.reason, 80))}" if a.reason else ""
     return f"~~{text}~~ (rejected{reason})"
 
@@ -222,9 +222,11 @@ def epoch_row(e: EpochRecord, server_url: Optional[str], repository: Optional[st
     """One row of the epochs table."""
     actions = ", ".join(action_text(a) for a in e.actions) or "—"
     shown = {"kept": "✅ kept", "reverted": "↩️ reverted", "no change": "— no change"}[verdict(e)]
+    if e.attribution and e.kept:
+        shown = "✅ " + partial(e)
     commits = commit_link(e.commit, server_url, repository)
-    if e.revert:
-        commits += f" ↩ {commit_link(e.revert, server_url, repository)}"
+    for revert in e.reverts or ([e.revert] if e.revert else []):
+        commits += f" ↩ {commit_link(revert, server_url, repository)}"
     cells = [
         str(e.epoch), actions, escape_md(first_line(e.rationale)) or "—",
         f"{pct(e.score_before)} → {pct(e.score_after)}", shown, gate_text(e),
@@ -288,6 +290,12 @@ def verdict(e: EpochRecord) -> str:
     return "kept" if e.kept else ("reverted" if e.commit else "no change")
 
 
+def partial(e: EpochRecord) -> str:
+    """"kept 1 of 2 actions" (attribution kept a subset of the epoch's actions)."""
+    kept, total = e.kept_actions
+    return f"kept {kept} of {total} actions"
+
+
 def _flip_items(flips: list[dict[str, str]], limit: int = FLIPS_SHOWN_LIMIT) -> list[str]:
     items = []
     for f in flips[:limit]:
@@ -348,6 +356,7 @@ def _render(run: RunRecord, server_url: Optional[str], repository: Optional[str]
         "### Epochs",
         epochs_table(run, server_url, repository) if run.epochs else "_No epochs ran._",
         "Actions: `+` added, `~` revised, `-` removed; struck-through actions were rejected.",
+        *([review_section(run)] if run.reviews else []),
         "### Learning curve",
         mermaid_curve(run),
         "### Commits",
@@ -359,6 +368,29 @@ def _render(run: RunRecord, server_url: Optional[str], repository: Optional[str]
         sections += ["### Tasks that changed", *flips]
     sections += ["### Cost", totals_line(run)]
     return "\n\n".join(sections) + "\n"
+
+
+def review_section(run: RunRecord, limit: int = 160) -> str:
+    """The PR body's list of review comments and the epochs that answered them (the ones whose optimizer saw
+    them; 'kept' when the epoch was kept)."""
+    if not run.reviews:
+        return ""
+    lines = ["### Review feedback", ""]
+    for r in run.reviews:
+        lines.append(f"Continued from PR #{r.pr} with {len(r.comments)} comment(s) read {escape_md(r.fetched)}:")
+        lines.append("")
+        for c in r.comments:
+            epochs = [e for e in run.epochs if c.id in e.answers]
+            if epochs:
+                answer = ", ".join(f"epoch {e.epoch} ({'kept' if e.kept else 'reverted'})" for e in epochs)
+                status = ("answered by " if any(e.kept for e in epochs) else "tried, not kept: ") + answer
+            else:
+                status = "not answered yet"
+            where = f" on {code(c.path)}" + (f" line {c.line}" if c.line is not None else "") if c.path else ""
+            body = escape_md(c.body if len(c.body) <= limit else c.body[: limit - 1] + "…")
+            lines.append(f"- {escape_md(c.kind)} by {escape_md(c.author)}{where}: {body} — {status}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _shorten(body: str) -> str:
@@ -389,8 +421,8 @@ def totals_line(run: RunRecord) -> str:
 
 def _plain_actions(e: EpochRecord) -> str:
     """The epoch's actions for a terminal: a rejected name is the optimizer's raw text, so it is defused."""
-    parts = [f"{_ACTION_SIGNS.get(a.kind, '?')}{safe_text(a.name, 64)}{'' if a.accepted else '(rejected)'}"
-             for a in e.actions]
+    parts = [f"{_ACTION_SIGNS.get(a.kind, '?')}{safe_text(a.name, 64)}"
+             f"{('(dropped)' if a.kept is False else '') if a.accepted else '(rejected)'}" for a in e.actions]
     return " ".join(parts) or "-"
 
 
@@ -402,7 +434,7 @@ def summary_table(run: RunRecord) -> str:
         commit = short(e.commit) + (f" (revert {short(e.revert)})" if e.revert else "") if e.commit else "-"
         rows.append([
             str(e.epoch), commit, _plain_actions(e), pct(e.score_before), pct(e.score_after), pct(e.val_score),
-            verdict(e), pval(e.gate.p_value) if e.gate else "-",
+            partial(e) if e.attribution and e.kept else verdict(e), pval(e.gate.p_value) if e.gate else "-",
             tokens(e.usage), money(e.usage.cost),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -1,6 +1,6 @@
-"""Paired statistics for the epoch gate: exact McNemar, paired bootstrap, and a CI for the difference.
+"""Paired statistics (pure functions): exact McNemar, paired bootstrap, and a CI for the difference.
 
-Every epoch is judged on the same tasks before and after, so the tests here are paired:
+The gate built on them is in gate.py. Every epoch is judged on the same tasks before and after, so the tests here are paired:
 only the tasks that changed outcome (discordant pairs) carry evidence of improvement.
 """
 from __future__ import annotations
@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Mapping, Optional, Sequence
 
-from .errors import ForgegitError
-from .records import Comparison, EvalResult, GateDecision, TaskResult
+from .records import TaskResult
 
-RULES = ("mcnemar", "bootstrap", "delta")
-CONFIDENCE = 0.95  # level of the confidence intervals reported with every gate decision
 FEEDBACK_CHARS = 300
 
 
@@ -188,90 +185,7 @@ def pair(before: Mapping[str, bool | float], after: Mapping[str, bool | float]) 
     return Paired(ids, [float(before.get(t, 0.0)) for t in ids], [float(after.get(t, 0.0)) for t in ids])
 
 
-def decide(
-    before: Mapping[str, bool | float],
-    after: Mapping[str, bool | float],
-    *,
-    rule: str = "mcnemar",
-    alpha: float = 0.1,
-    min_delta: float = 0.0,
-    seed: int = 0,
-) -> GateDecision:
-    """Whether `after` beats `before` on paired per-task outcomes, by the given rule."""
-    if rule not in RULES:
-        raise ForgegitError(f"unknown gate {rule!r}: use mcnemar, bootstrap or delta")
-    if not 0 < alpha < 1:
-        raise ForgegitError(f"alpha must be between 0 and 1, got {alpha}")
-    paired = pair(before, after)
-    up, down, delta = paired.up, paired.down, paired.delta
-    counts = f"+{up}/-{down} tasks"
-    if not paired.task_ids:
-        return GateDecision(False, rule, 0.0, None if rule == "delta" else 1.0, reason="no tasks to compare: not kept")
-    if rule == "bootstrap":
-        _, low, high, p = paired_bootstrap(paired.before, paired.after, seed=seed, confidence=CONFIDENCE)
-        p_value: Optional[float] = p
-    else:
-        _, low, high = paired_diff_ci(paired.before, paired.after, confidence=CONFIDENCE)
-        p_value = mcnemar_exact(up, down) if rule == "mcnemar" else None
-    kept, verdict = _verdict(rule, delta, p_value, alpha, min_delta)
-    return GateDecision(kept, rule, delta, p_value, up, down, low, high, f"{counts}, {verdict}")
-
-
-def _verdict(rule: str, delta: float, p: Optional[float], alpha: float, min_delta: float) -> tuple[bool, str]:
-    """(kept, readable reason) from the delta, the p-value and the thresholds."""
-    if delta <= 0:
-        return False, f"delta {delta:+.3f}: no improvement"
-    if delta < min_delta:
-        return False, f"delta {delta:+.3f} < min_delta {min_delta:g}: too small"
-    if rule == "delta" or p is None:
-        return True, f"delta {delta:+.3f} >= min_delta {min_delta:g}: kept"
-    name = "McNemar" if rule == "mcnemar" else "bootstrap"
-    if p > alpha:
-        return False, f"{name} p={p:.4g} > alpha {alpha:g}: not significant"
-    return True, f"{name} p={p:.4g} <= alpha {alpha:g}: kept"
-
-
-def compare(
-    split: str,
-    tasks_file: str,
-    before: EvalResult,
-    after: EvalResult,
-    *,
-    rule: str,
-    alpha: float,
-    min_delta: float,
-    feedback_limit: int = 20,
-    seed: int = 0,
-) -> Comparison:
-    """Base vs head on one task set, for the review: scores, delta with CI, p, verdict and flipped tasks.
-
-    Every flipped task is listed (so counts stay honest); only the first `feedback_limit` of
-    each list carry feedback, taken from the head's result (the base's when the head has none).
-    """
-    decision = decide(before.outcomes(), after.outcomes(), rule=rule, alpha=alpha, min_delta=min_delta, seed=seed)
-    paired = pair(before.outcomes(), after.outcomes())
-    up = [t for t, b, a in zip(paired.task_ids, paired.before, paired.after) if a > b]
-    down = [t for t, b, a in zip(paired.task_ids, paired.before, paired.after) if a < b]
-    by_before = {r.task_id: r for r in before.results}
-    by_after = {r.task_id: r for r in after.results}
-    return Comparison(
-        split=split,
-        tasks_file=tasks_file,
-        base_score=before.score,
-        head_score=after.score,
-        delta=decision.delta,
-        ci_low=decision.ci_low,
-        ci_high=decision.ci_high,
-        p_value=decision.p_value,
-        passed=decision.kept and split != "test",
-        flipped_up=_flips(up, by_after, by_before, feedback_limit),
-        flipped_down=_flips(down, by_after, by_before, feedback_limit),
-        base_total=before.total,
-        head_total=after.total,
-    )
-
-
-def _flips(
+def flipped(
     ids: list[str], primary: Mapping[str, TaskResult], fallback: Mapping[str, TaskResult], limit: int
 ) -> list[dict[str, str]]:
     """[{"task_id", "feedback"}] for flipped tasks, feedback only on the first `limit` ones."""
@@ -279,12 +193,12 @@ def _flips(
     for i, task_id in enumerate(ids):
         feedback = ""
         if i < limit:
-            feedback = _feedback(primary.get(task_id)) or _feedback(fallback.get(task_id))
+            feedback = feedback_text(primary.get(task_id)) or feedback_text(fallback.get(task_id))
         flips.append({"task_id": task_id, "feedback": feedback})
     return flips
 
 
-def _feedback(result: Optional[TaskResult]) -> str:
+def feedback_text(result: Optional[TaskResult]) -> str:
     """A task result's feedback on one line-limited string ('' when absent)."""
     if result is None or not result.feedback:
         return ""

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import functools
 import os
+import random
 import re
 import secrets
 import signal
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import git, history, notes, stats
+from . import gate, git, history, notes, reviews
 from .attempts import Attempt, files_key
-from .commits import commit_message, revert_message
+from .commits import action_revert_message, commit_message, revert_message, trial_message
 from .config import Settings
 from .errors import ForgegitError
 from .evaluation import Evaluator, conversations_of, sandbox_limits
@@ -31,7 +32,9 @@ from .functions import FunctionFileError, load_specs
 from .llm import LLM
 from .prompt import EpochScore
 from .proposal import Proposal, propose
-from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
+from .records import (
+    ActionRecord, EpochRecord, EvalResult, GateDecision, ReviewRound, RunRecord, Trial, Usage, to_json,
+)
 from .sandbox import check_imports
 from .tasks import TaskSet
 from .workflow_commands import safe_text
@@ -244,6 +247,24 @@ class Trainer:
         self.tree = Worktree(self.repo, self.run.run_id)
         self.tree.open(expected, self.echo)
 
+    def continue_with_review(self, branch: str, review: ReviewRound) -> None:
+        """Continue a run (finished or not) on its own branch with review feedback: up to `epochs` more
+        epochs, the reviewers' words first in each optimizer prompt; then a new final gate."""
+        self.resume(branch)
+        run = self.run
+        review.first_epoch = len(run.epochs) + 1
+        run.reviews.append(review)
+        run.status, run.stop_reason, run.final_gate = "running", "", None
+        if run.test is not None:
+            self.echo("the sealed test split was scored for this run already: it is not scored again")
+            run.test = None
+        history.save_run(self.repo, run)
+
+    def _since_review(self) -> list[EpochRecord]:
+        """The epochs of the current stretch: since the last review round began (all of them before any)."""
+        first = self.run.reviews[-1].first_epoch if self.run.reviews else 1
+        return self.run.epochs[max(0, first - 1):]
+
     # -- the loop
 
     async def train(self) -> RunRecord:
@@ -265,6 +286,8 @@ class Trainer:
             run.baseline_val_score = await self._val_score(run.base_commit, base_eval)
             history.save_run(self.repo, run)  # `log` shows the baseline even if the run stops now
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
+        for warning in self._power_warnings():
+            self.echo(f"warning: {warning}")
         while run.status == "running":
             stop = self._stop_reason()
             if stop:
@@ -274,17 +297,32 @@ class Trainer:
         await self._final()
         return run
 
+    def _power_warnings(self) -> list[str]:
+        """What makes the gates unable to ever keep anything on these task sets (and what to do)."""
+        s = self.settings
+        found = [gate.power_warning(len(self.tasks), s.gate, s.alpha, self.tasks.path, batch_size=s.batch_size,
+                                    sequential=s.sequential)]
+        if self.val.sha256 != self.tasks.sha256:
+            final_rule = "delta" if s.gate == "no-worse" else s.gate
+            found.append(gate.power_warning(len(self.val), final_rule, s.alpha, f"the final gate's {self.val.path}"))
+        return [w for w in found if w]
+
     def _stop_reason(self) -> str:
-        run, s = self.run, self.settings
-        if len(run.epochs) >= s.epochs:
+        s = self.settings
+        stretch = self._since_review()
+        if len(stretch) >= s.epochs:
             return "epochs"
         streak = 0
-        for e in reversed(run.epochs):
-            if e.kept:
+        for e in reversed(stretch):
+            if e.kept and (e.gate is None or gate.is_gain(e.gate)):  # a no-worse tie is no progress
                 break
             streak += 1
         if streak >= s.patience:
             return "early-stop"
+        return self._over_budget()
+
+    def _over_budget(self) -> str:
+        run, s = self.run, self.settings
         if s.budget_tokens and run.usage.total_tokens >= s.budget_tokens:
             return "budget"
         if s.budget_usd and run.usage.cost >= s.budget_usd:
@@ -311,9 +349,9 @@ class Trainer:
         if usage.calls or usage.total_tokens or usage.cost:
             history.save_run(self.repo, self.run)
 
-    async def _val_score(self, commit: str, train_result: EvalResult) -> float:
+    async def _val_score(self, commit: str, train_result: Optional[EvalResult]) -> float:
         """The validation score of commit for the learning curve (free when validation is the training set)."""
-        if self.val.sha256 == train_result.tasks_hash:
+        if train_result is not None and self.val.sha256 == train_result.tasks_hash:
             return train_result.score
         return (await self._eval(commit, self.val)).score
 
@@ -328,7 +366,8 @@ class Trainer:
         """The epochs so far, as the optimizer's prompt shows them."""
         return [
             EpochScore(e.epoch, e.score_after if e.score_after is not None else e.score_before, e.kept,
-                       [f"{a.kind} {a.name}" for a in e.actions if a.accepted], Attempt.from_epoch(e).label)
+                       [f"{a.kind} {a.name}" + (" (dropped)" if a.kept is False else "") for a in e.actions if a.accepted],
+                       Attempt.from_epoch(e).label)
             for e in self.run.epochs
         ]
 
@@ -366,12 +405,14 @@ class Trainer:
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
         attempts = self._attempts()
+        review = run.reviews[-1] if run.reviews else None
         proposal: Proposal = await propose(
             self.optimizer_llm, files, before, conversations_of(self.repo, before), self._score_history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
             attempts=attempts, tried=self._tried(attempts), show_expected=s.show_expected, seed=s.seed + k,
             forbidden_task_ids=self._sealed_ids(),
+            feedback=reviews.prompt_section([review]) if review else "",
         )
         self._spend(proposal.usage)
         crashpoint("after-optimizer")
@@ -380,48 +421,184 @@ class Trainer:
             self.echo(f"  rejected {safe_text(r.kind, 40)} {safe_text(r.name, 100)}: {safe_text(r.reason, 2000)}")
         epoch = EpochRecord(epoch=k, parent=parent, commit=None, revert=None, actions=records,
                             rationale=proposal.rationale, score_before=before.score, score_after=None, kept=False,
-                            usage=proposal.usage)
+                            usage=proposal.usage, answers=[c.id for c in review.comments] if review else [])
         if not proposal.actions:
             self.echo(f"epoch {k}: no valid edit proposed")
             self._record_epoch(epoch)
             return
-        write_actions(self.tree.path, proposal.actions)
-        crashpoint("after-write")
-        self.tree.git_out("add", "-A", "--", git.FUNCTIONS_DIR)
-        message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model, run.run_id)
-        git.run(["commit", "--quiet", "--no-verify", "-F", "-"], self.tree.path, input=message)
+        for i, action in enumerate(proposal.actions):  # one commit per action: history and revert per action
+            write_actions(self.tree.path, [action])
+            crashpoint("after-write")
+            self.tree.git_out("add", "-A", "--", git.FUNCTIONS_DIR)
+            message = commit_message(k, [action], proposal.rationale, run.optimizer_model, run.run_id)
+            git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
+            records[i].commit = self.tree.head()
         crashpoint("after-commit")
         epoch.commit = self.tree.head()
         await self._gate(epoch, batch, before)
 
     async def _gate(self, epoch: EpochRecord, batch: TaskSet, before: EvalResult) -> None:
         """Evaluate the epoch's commit, keep it or revert it, and record the epoch."""
-        s = self.settings
         assert epoch.commit
         after = await self._eval(epoch.commit, batch)
+        epoch.usage.add(self.last_spent)
         crashpoint("after-eval")
-        decision = stats.decide(before.outcomes(), after.outcomes(), rule=s.gate, alpha=s.alpha,
-                                min_delta=s.min_delta, seed=s.seed)
-        epoch.score_after, epoch.gate, epoch.kept = after.score, decision, decision.kept
-        b, a = before.outcomes(), after.outcomes()
+        decision, b, a, sets = await self._judge(epoch, batch, before.outcomes(), after.outcomes())
+        epoch.score_before, epoch.score_after = _mean(b), _mean(a)
+        epoch.gate, epoch.kept = decision, decision.kept
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
-        epoch.usage.add(self.last_spent)
         notes.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
+        accepted = [r for r in epoch.actions if r.accepted]
+        best: Optional[Trial] = None
+        if not decision.kept and len(accepted) > 1 and self.settings.attribution and not self._over_budget():
+            best = await self._attribute(epoch, b, sets)
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
+        elif best is not None:
+            self._keep_only(epoch, best)
+            epoch.val_score = await self._val_score(epoch.end, after if epoch.end == epoch.commit else None)
         else:
             self._revert(epoch)
             epoch.val_score = self._current_val_score()
         verdict = "kept" if epoch.kept else "reverted"
-        self.echo(f"epoch {epoch.epoch}: {before.score:.3f} -> {after.score:.3f} {verdict} ({decision.reason}); "
+        if best is not None:
+            kept, total = epoch.kept_actions
+            verdict = f"kept {kept} of {total} actions"
+        self.echo(f"epoch {epoch.epoch}: {epoch.score_before:.3f} -> {epoch.score_after:.3f} {verdict} ({decision.reason}); "
                   f"{self.run.usage.total_tokens:,} tokens so far")
         self._record_epoch(epoch)
 
+    async def _judge(self, epoch: EpochRecord, batch: TaskSet, b: dict[str, bool],
+                     a: dict[str, bool]) -> tuple[GateDecision, dict[str, bool], dict[str, bool], list[TaskSet]]:
+        """The gate's decision, with sequential looks: while the gain is positive but not significant,
+        evaluate the next tasks (doubling, up to the whole set, within the budget) before and after the
+        epoch, each look at its share of alpha (gate.spending). Returns the decision, the outcomes it saw and
+        the task sets they came from."""
+        s = self.settings
+        assert epoch.commit
+        sequential = s.sequential and s.gate in gate.TESTS
+        sizes = gate.looks(len(batch), len(self.tasks)) if sequential else [len(batch)]
+        levels = gate.spending(s.alpha, len(sizes))
+        taken = {t.id for t in batch.tasks}
+        rest = [t.id for t in self.tasks.tasks if t.id not in taken]
+        random.Random(f"{s.seed}:{epoch.epoch}:looks").shuffle(rest)
+        look = 0
+        sets = [batch]
+        while True:
+            decision = gate.decide(b, a, rule=s.gate, alpha=levels[look], min_delta=s.min_delta, seed=s.seed)
+            decision.looks = look + 1
+            if not gate.undecided(decision) or look + 1 >= len(sizes) or self._over_budget():
+                return decision, b, a, sets
+            ids = rest[sizes[look] - len(batch):sizes[look + 1] - len(batch)]
+            more = self.tasks.subset(ids, f"epoch{epoch.epoch}/look{look + 2}")
+            sets.append(more)
+            self.echo(f"epoch {epoch.epoch}: {decision.reason} on {len(b)} tasks; looking at {len(ids)} more "
+                      f"(look {look + 2} of {len(sizes)}, alpha {levels[look + 1]:.4g})")
+            b = {**b, **(await self._eval(epoch.parent, more)).outcomes()}
+            epoch.usage.add(self.last_spent)
+            a = {**a, **(await self._eval(epoch.commit, more)).outcomes()}
+            epoch.usage.add(self.last_spent)
+            crashpoint("after-look")
+            look += 1
+
+    async def _attribute(self, epoch: EpochRecord, before: dict[str, bool], sets: list[TaskSet]) -> Optional[Trial]:
+        """Judge each action alone on the epoch's tasks (then the passing ones together, when that is a new
+        subset): at most one evaluation more than there are actions. Each subset is tested at alpha divided
+        by the number of subsets this may try (Bonferroni). The best that passes, or None."""
+        s = self.settings
+        accepted = [r for r in epoch.actions if r.accepted]
+        n = len(accepted)
+        level = s.alpha / (n + 1)
+        self.echo(f"epoch {epoch.epoch}: not kept as a whole; judging its {n} actions one by one")
+        trials: list[tuple[Trial, GateDecision, dict[str, bool]]] = []
+
+        async def judge(indices: list[int]) -> None:
+            commit = self._trial_commit(epoch, indices)
+            after: dict[str, bool] = {}
+            for tasks in sets:
+                after.update((await self._eval(commit, tasks)).outcomes())
+                epoch.usage.add(self.last_spent)
+            d = gate.decide(before, after, rule=s.gate, alpha=level, min_delta=s.min_delta, seed=s.seed)
+            trial = Trial(indices, commit, _mean(after), d.kept, d.reason, d.p_value)
+            trials.append((trial, d, after))
+            names = ", ".join(f"{accepted[i].kind} {safe_text(accepted[i].name, 80)}" for i in indices)
+            self.echo(f"  {names}: {d.reason}")
+            crashpoint("during-attribution")
+
+        for i in range(n):
+            await judge([i])
+            if self._over_budget():
+                break
+        passing = sorted(i for t, _, _ in trials if t.kept for i in t.actions)
+        if 1 < len(passing) < n and not self._over_budget():
+            await judge(passing)
+        epoch.attribution = [t for t, _, _ in trials]
+        choice = gate.best([(i, d) for i, (_, d, _) in enumerate(trials)])
+        if choice is None:
+            return None
+        trial, d, after = trials[choice]
+        epoch.gate, epoch.score_after = d, trial.score
+        epoch.flipped_up = [t for t in after if after[t] and not before.get(t)]
+        epoch.flipped_down = [t for t in before if before[t] and not after.get(t)]
+        return trial
+
+    def _trial_commit(self, epoch: EpochRecord, indices: list[int]) -> str:
+        """A commit of the epoch's parent plus only these actions (their own commits' changes), off the branch."""
+        accepted = [r for r in epoch.actions if r.accepted]
+        index = self.tree.path.parent / f"{self.run.run_id}.trial-index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            git.run(["read-tree", epoch.parent], self.tree.path, env=env)
+            for i in indices:
+                commit = accepted[i].commit
+                assert commit
+                prev = accepted[i - 1].commit if i else epoch.parent
+                assert prev
+                raw = git.out(["diff-tree", "-r", "--no-renames", "-z", prev, commit], self.tree.path)
+                fields = raw.split("\0")
+                for meta, path in zip(fields[0::2], fields[1::2]):  # ":<old mode> <new mode> <old> <new> <status>"
+                    parts = meta.lstrip(":").split(" ")
+                    if len(parts) != 5 or not path:
+                        continue
+                    mode, sha, status = parts[1], parts[3], parts[4]
+                    if status.startswith("D"):
+                        git.run(["update-index", "--force-remove", "--", path], self.tree.path, env=env)
+                    else:
+                        git.run(["update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], self.tree.path, env=env)
+            tree = git.out(["write-tree"], self.tree.path, env=env)
+        finally:
+            index.unlink(missing_ok=True)
+        names = ", ".join(f"{accepted[i].kind} {accepted[i].name}" for i in indices)
+        message = trial_message(epoch.epoch, names, self.run.run_id)
+        return git.out(["commit-tree", tree, "-p", epoch.parent, "-F", "-"], self.tree.path, input=message)
+
+    def _keep_only(self, epoch: EpochRecord, trial: Trial) -> None:
+        """Keep the trial's actions: revert every other action's own commit (newest first), one revert each."""
+        accepted = [r for r in epoch.actions if r.accepted]
+        kept, total = len(trial.actions), len(accepted)
+        for i in reversed(range(total)):
+            accepted[i].kept = i in trial.actions
+            if accepted[i].kept:
+                continue
+            commit = accepted[i].commit
+            assert commit
+            self.tree.git_out("revert", "--no-commit", commit)
+            crashpoint("during-revert")
+            message = action_revert_message(epoch.epoch, i + 1, f"{accepted[i].kind} {accepted[i].name}", kept, total,
+                                            commit, self.run.run_id)
+            git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
+            epoch.reverts.append(self.tree.head())
+        if git.functions_tree(self.repo, self.tree.head()) != git.functions_tree(self.repo, trial.commit):
+            raise ForgegitError(f"epoch {epoch.epoch}: reverting the dropped actions did not give the judged tree")
+        epoch.revert = epoch.reverts[-1] if epoch.reverts else None
+        epoch.kept = True
+        notes.update_note(self.repo, epoch.end, epoch=to_json(epoch))
+
     def _revert(self, epoch: EpochRecord) -> None:
         assert epoch.commit
-        self.tree.git_out("revert", "--no-commit", epoch.commit)
+        self.tree.git_out("revert", "--no-commit", f"{epoch.parent}..{epoch.commit}")
         crashpoint("during-revert")
         message = revert_message(epoch.epoch, epoch.gate.reason if epoch.gate else "no improvement", epoch.commit,
                                  self.run.run_id)
@@ -434,7 +611,7 @@ class Trainer:
         run = self.run
         run.epochs.append(epoch)
         if epoch.kept and epoch.commit and epoch.score_after is not None:
-            run.best_commit, run.best_score = epoch.commit, epoch.score_after
+            run.best_commit, run.best_score = epoch.end, epoch.score_after
         history.save_run(self.repo, run)
         crashpoint("after-record")
         git.run(["update-ref", f"refs/heads/{run.branch}", epoch.end, epoch.parent], self.repo)
@@ -448,7 +625,7 @@ class Trainer:
         if run.final_gate is None:
             base_val = await self._eval(run.base_commit, self.val)
             head_val = await self._eval(head, self.val)
-            cmp = stats.compare("val", self.val.path, base_val, head_val, rule=s.gate, alpha=s.alpha,
+            cmp = gate.compare("val", self.val.path, base_val, head_val, rule=s.gate, alpha=s.alpha,
                                 min_delta=s.min_delta, seed=s.seed)
             if head == run.base_commit or git.functions_tree(self.repo, head) == git.functions_tree(self.repo, run.base_commit):
                 cmp.passed = False
@@ -457,7 +634,7 @@ class Trainer:
         if self.test is not None and run.test is None:
             base_t = await self._eval(run.base_commit, self.test)
             head_t = await self._eval(head, self.test)
-            run.test = stats.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
+            run.test = gate.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit = head
         run.status = "finished"
@@ -489,6 +666,10 @@ class Trainer:
         self.tree.close()
 
 
+def _mean(outcomes: dict[str, bool]) -> float:
+    return sum(outcomes.values()) / len(outcomes) if outcomes else 0.0
+
+
 def _worktree_holding(repo: Path, branch: str) -> Optional[Path]:
     path: Optional[str] = None
     for line in git.out(["worktree", "list", "--porcelain"], repo).splitlines():
@@ -506,5 +687,5 @@ def _gain(run: RunRecord) -> str:
 
 def _settings_json(s: Settings) -> dict[str, Any]:
     keys = ("model", "optimizer_model", "epochs", "patience", "max_actions", "gate", "alpha", "min_delta",
-            "batch_size", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
+            "batch_size", "sequential", "attribution", "budget_tokens", "budget_usd", "checker", "agent", "max_turns", "temperature", "seed")
     return {k: getattr(s, k) for k in keys}

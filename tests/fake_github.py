@@ -1,10 +1,12 @@
-"""A loopback fake of the GitHub REST API subset forgegit uses: pulls, issue labels and comments.
+"""A loopback fake of the GitHub REST API subset forgegit uses: pulls, issue labels and comments, and the
+review feedback forgegit reads (line comments with file and line, reviews, conversation comments; paginated).
 
 It records every request, answers like GitHub (including 422 for a second PR on the same head and
 for a head branch missing from `origin`), and has switchable failure modes:
 
     with FakeGitHub("octo/repo", token="t", origin=bare_repo) as gh:
         gh.fail("401")              # every request; or gh.fail("422", only="POST /pulls")
+        gh.add_line_comment(1, "functions/add.py", 3, "handle negatives", user="alice")
 """
 from __future__ import annotations
 
@@ -64,6 +66,11 @@ def failure(mode: str) -> Failure:
     raise ValueError(mode)
 
 
+def now() -> str:
+    """GitHub's time format, for what is created now (seeded feedback defaults to it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 RESET_AT = 1_900_000_000  # 2030-03-17 17:46:40 UTC
 
 
@@ -79,6 +86,8 @@ class FakeGitHub:
         self.requests: list[Request] = []
         self.pulls: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[str]] = {}
+        self.feedback: dict[tuple[int, str], list[dict[str, Any]]] = {}  # (pr, "line"|"review"|"comment") -> items
+        self._ids = 1000
         self._next = 1
         self._failure: Optional[Failure] = None
         self._only: Optional[str] = None
@@ -117,7 +126,38 @@ class FakeGitHub:
         return self._create({"title": "seeded", "head": head, "base": base, "body": body, "draft": False},
                             labels=list(labels))
 
+    def _seed(self, number: int, kind: str, item: dict[str, Any]) -> dict[str, Any]:
+        self._ids += 1
+        item = {"id": self._ids, "html_url": f"{self.server_url}/{self.repository}/pull/{number}#c{self._ids}", **item}
+        self.feedback.setdefault((number, kind), []).append(item)
+        return item
+
+    def add_line_comment(self, number: int, path: str, line: int, body: str, user: str = "alice",
+                         created: Optional[str] = None) -> dict[str, Any]:
+        """A review comment on a file and line of PR number's diff, as GET /pulls/N/comments lists it."""
+        return self._seed(number, "line", {"path": path, "line": line, "original_line": line, "body": body,
+                                           "user": {"login": user, "type": "User"}, "created_at": created or now(),
+                                           "updated_at": created or now(), "side": "RIGHT"})
+
+    def add_review(self, number: int, body: str, state: str = "CHANGES_REQUESTED", user: str = "bob",
+                   submitted: Optional[str] = None) -> dict[str, Any]:
+        """A review of PR number, as GET /pulls/N/reviews lists it."""
+        return self._seed(number, "review", {"body": body, "state": state, "user": {"login": user, "type": "User"},
+                                             "submitted_at": submitted or now()})
+
+    def add_comment(self, number: int, body: str, user: str = "carol",
+                    created: Optional[str] = None) -> dict[str, Any]:
+        """A conversation comment on PR number, as GET /issues/N/comments lists it."""
+        return self._seed(number, "comment", {"body": body, "user": {"login": user, "type": "User"},
+                                              "created_at": created or now(), "updated_at": created or now()})
+
     # --- behaviour ---------------------------------------------------------------
+
+    def _page(self, items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+        """GitHub's pagination: per_page (default 30, at most 100) and page (from 1)."""
+        per_page = min(100, int(query.get("per_page", 30)))
+        page = int(query.get("page", 1))
+        return items[(page - 1) * per_page:page * per_page]
 
     def _create(self, data: dict[str, Any], labels: Optional[list[str]] = None) -> dict[str, Any]:
         n = self._next
@@ -154,7 +194,22 @@ class FakeGitHub:
         path = req.path[len(prefix):]
         parts = path.strip("/").split("/")
         if path == "/pulls" and req.method == "GET":
-            return 200, self._list(req.query), {}
+            return 200, self._page(self._list(req.query), req.query), {}
+        if parts[0] in ("pulls", "issues") and len(parts) >= 2 and req.method == "GET":
+            n = int(parts[1])
+            if n not in self.pulls:
+                return 404, failure("404").body, {}
+            if parts[0] == "pulls" and len(parts) == 2:
+                return 200, self.pulls[n], {}
+            kind = {("pulls", "comments"): "line", ("pulls", "reviews"): "review",
+                    ("issues", "comments"): "comment"}.get((parts[0], parts[2]) if len(parts) == 3 else ("", ""))
+            if kind is None:
+                return 404, failure("404").body, {}
+            items = list(self.feedback.get((n, kind), []))
+            if kind == "comment":  # what forgegit posted itself is in the conversation too
+                items += [{"id": i + 1, "body": b, "user": {"login": "github-actions[bot]", "type": "Bot"},
+                           "created_at": now()} for i, b in enumerate(self.comments.get(n, []))]
+            return 200, self._page(items, req.query), {}
         if path == "/pulls" and req.method == "POST":
             return self._post_pull(req.body)
         if parts[0] == "pulls" and len(parts) == 2 and req.method == "PATCH":

@@ -105,7 +105,8 @@ def test_every_input_is_mapped_and_secrets_go_only_where_needed() -> None:
     api_users = [k for k, t in text_by_step.items() if "inputs.api-key" in t]
     token_users = [k for k, t in text_by_step.items() if "inputs.github-token" in t]
     assert api_users == ["train"] and step("train")["env"]["OPENAI_API_KEY"] == "${{ inputs.api-key }}"
-    assert token_users == ["pr"] and step("pr")["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    assert token_users == ["reviews", "pr"] and step("pr")["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    assert step("reviews")["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
     assert step("train")["env"]["OPENAI_BASE_URL"] == "${{ inputs.base-url }}"
     assert act["inputs"]["github-token"]["default"] == "${{ github.token }}"
 
@@ -195,6 +196,12 @@ with open({log!r}, "a") as f:
 outputs = {{}}
 if sys.argv[1] == "train":
     outputs = {{"branch": "forgegit/train/r1", "score": "0.7000", "baseline-score": "0.5000"}}
+elif sys.argv[1] == "reviews":
+    pending = os.path.join(os.environ["RUNNER_TEMP"], "pending-pr")  # a test says a PR has new feedback
+    if os.path.exists(pending):
+        out = sys.argv[sys.argv.index("--out") + 1]
+        open(out, "w").write("{{}}")
+        outputs = {{"pr-number": open(pending).read().strip(), "feedback-file": out}}
 elif sys.argv[1] == "pr":
     outputs = {{"score": "0.7500", "baseline-score": "0.6000", "branch": sys.argv[2] if len(sys.argv) > 2 else "",
                "pr-url": "https://github.com/octo/agent/pull/7", "pr-number": "7"}}
@@ -307,7 +314,7 @@ def test_inputs_reach_the_train_and_pr_command_lines(runner: Runner) -> None:
         "--max-actions", "3", "--budget", "1.5",
     ]
     assert runner.call("pr")["argv"] == ["pr", "forgegit/train/r1", "--draft", "--label", "forgegit, needs-review"]
-    assert [c["argv"][0] for c in runner.calls()] == ["train", "pr"]
+    assert [c["argv"][0] for c in runner.calls()] == ["reviews", "train", "pr"]
 
 
 def test_empty_inputs_fall_back_to_forgegit_toml(runner: Runner) -> None:
@@ -320,8 +327,10 @@ def test_empty_inputs_fall_back_to_forgegit_toml(runner: Runner) -> None:
 
 
 def test_api_key_reaches_only_training_and_token_only_the_pr(runner: Runner) -> None:
-    """OPENAI_API_KEY is in `forgegit train`'s environment only; GITHUB_TOKEN in `forgegit pr`'s only."""
+    """OPENAI_API_KEY is in `forgegit train`'s environment only; GITHUB_TOKEN in `forgegit reviews`' and `pr`'s only."""
     runner.run(ALL_INPUTS)
+    reviews = runner.call("reviews")["env"]
+    assert reviews["GITHUB_TOKEN"] == "ghp_pr_token" and not any("sk-secret-key" in v for v in reviews.values())
     train, pr = runner.call("train")["env"], runner.call("pr")["env"]
     assert train["OPENAI_API_KEY"] == "sk-secret-key" and train["OPENAI_BASE_URL"] == "http://llm.internal/v1"
     assert "GITHUB_TOKEN" not in train
@@ -329,6 +338,27 @@ def test_api_key_reaches_only_training_and_token_only_the_pr(runner: Runner) -> 
     assert "OPENAI_API_KEY" not in pr and not any("sk-secret-key" in v for v in pr.values())
     install = runner.step_env["install"]
     assert not any(v in ("sk-secret-key", "ghp_pr_token") for v in install.values())
+
+
+def test_review_feedback_on_an_open_pr_continues_its_run(runner: Runner) -> None:
+    """When `forgegit reviews --pending` finds PR 7 with new review comments, training continues PR 7's run from the
+    feedback file (`train --from-pr 7 --reviews F`, without the token) and `forgegit pr` updates its branch."""
+    (runner.temp / "pending-pr").write_text("7\n")
+    runner.run(ALL_INPUTS)
+    reviews = runner.call("reviews")
+    feedback = str(runner.temp / "forgegit-review-feedback.json")
+    assert reviews["argv"] == ["reviews", "--pending", "--out", feedback]
+    train = runner.call("train")
+    assert train["argv"][:5] == ["train", "--from-pr", "7", "--reviews", feedback]
+    assert "GITHUB_TOKEN" not in train["env"]
+    assert runner.call("pr")["argv"][:2] == ["pr", "forgegit/train/r1"]
+
+
+def test_learn_from_reviews_false_always_starts_a_new_run(runner: Runner) -> None:
+    """learn-from-reviews: "false" reads no pull request and trains a new run."""
+    (runner.temp / "pending-pr").write_text("7\n")
+    runner.run({"learn-from-reviews": "false"})
+    assert [c["argv"][0] for c in runner.calls()] == ["train", "pr"] and runner.call("train")["argv"] == ["train"]
 
 
 def test_github_token_defaults_to_the_job_token(runner: Runner) -> None:

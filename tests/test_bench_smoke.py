@@ -88,7 +88,8 @@ def test_conversations_store() -> None:
 
 
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
-                                  "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py", "run_all.py"])
+                                  "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py",
+                                  "attribution.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()

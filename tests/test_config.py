@@ -26,7 +26,7 @@ def test_tables_and_top_level_keys_both_work() -> None:
     ("modle = 'x'", "unknown key 'modle' (did you mean 'model'?)"),
     ("epochs = 'three'", "epochs must be int, got str"),
     ("python_tool = 1", "python_tool must be bool"),
-    ("gate = 'vibes'", "gate must be mcnemar, bootstrap or delta"),
+    ("gate = 'vibes'", "gate must be mcnemar, bootstrap, delta or no-worse"),
     ("concurrency = 0", "concurrency must be at least 1"),
     ("timeout = 0", "timeout must be positive"),
     ("max_tokens = -1", "max_tokens, optimizer_max_tokens and context_window must be >= 0"),

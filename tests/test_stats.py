@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 
 from forgegit.errors import ForgegitError
 from forgegit.records import EvalResult, TaskResult, Usage
+from forgegit.gate import compare, decide
 from forgegit.stats import (
-    compare,
-    decide,
     mcnemar_exact,
     mcnemar_exact_two_sided,
     paired_bootstrap,

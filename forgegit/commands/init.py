@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import gate
 from ..config import CONFIG_FILE, Settings, render_config
 from ..errors import ForgegitError
 
@@ -42,4 +43,9 @@ def command(directory: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for p in scaffold(root):
         click.echo(f"created {p}")
+    s = Settings()
+    warning = gate.power_warning(len(EXAMPLE_TASKS), s.gate, s.alpha, "tasks/train.jsonl", batch_size=s.batch_size,
+                                 sequential=s.sequential)
+    if warning:
+        click.echo(f"warning: {warning}")
     click.echo("next: add functions/<name>.py files, then `forgegit check` and `forgegit eval`")

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from .. import history
+from .. import history, records, reviews, safejson
 from ..actions_env import set_output
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
-from ..records import RunRecord
+from ..records import ReviewRound, RunRecord
 from ..tasks import TaskSet
 from ..trainer import Trainer, TrainLock, Worktree, new_run_id
 from ..workspace import Workspace, is_terminal
@@ -27,11 +28,15 @@ from .eval import ProgressLine
 @click.option("--run-id", help="Name of the run (branch forgegit/train/<run-id>); default: a timestamp.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (the latest, or --run-id).")
 @click.option("--merge", is_flag=True, help="Merge into the base branch if the final gate passes.")
+@click.option("--from-pr", "from_pr", type=click.IntRange(1), metavar="N",
+              help="Continue the run of forgegit pull request N on its branch, its reviewers' feedback first in the prompt.")
+@click.option("--reviews", "reviews_path", type=click.Path(dir_okay=False, exists=True),
+              help="With --from-pr: the feedback as `forgegit reviews N --out FILE` wrote it (no GitHub call).")
 @click.option("--epochs", type=click.IntRange(0), help="Most epochs.")
 @click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs in a row without improvement.")
 @click.option("--max-actions", type=click.IntRange(1), help="Most function edits per epoch.")
 @click.option("--min-delta", type=float, help="Least score gain for an epoch to be kept.")
-@click.option("--gate", type=click.Choice(["mcnemar", "bootstrap", "delta"]), help="Epoch gate.")
+@click.option("--gate", type=click.Choice(["mcnemar", "bootstrap", "delta", "no-worse"]), help="Epoch gate.")
 @click.option("--alpha", type=float, help="Significance level of the mcnemar/bootstrap gate.")
 @click.option("--batch-size", type=click.IntRange(0), help="Tasks sampled per epoch (0 = all).")
 @click.option("--budget", "budget_usd", type=float, help="Stop cleanly once this many USD are spent.")
@@ -39,11 +44,27 @@ from .eval import ProgressLine
 @click.option("--optimizer-model", help="Model that proposes the edits (default: --model).")
 @agent_options
 def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], test_path: Optional[str],
-            base_branch: Optional[str], run_id: Optional[str], resume: bool, merge: bool, **overrides: Any) -> None:
+            base_branch: Optional[str], run_id: Optional[str], resume: bool, merge: bool, from_pr: Optional[int],
+            reviews_path: Optional[str], **overrides: Any) -> None:
     """Train the functions on a task set: each epoch a commit, kept or reverted by the gate."""
     ws.settings = ws.settings.with_overrides(**overrides)
     branch = None
-    if resume:
+    review: Optional[ReviewRound] = None
+    if reviews_path and from_pr is None:
+        raise click.UsageError("--reviews goes with --from-pr N")
+    if from_pr is not None:
+        if resume or run_id:
+            raise click.UsageError("--from-pr N continues that pull request's run: drop --resume/--run-id")
+        review = _review_round(ws, from_pr, reviews_path)
+        branch = review.branch
+        recorded = history.load_run(ws.root, branch)
+        ws.settings = ws.settings.with_overrides(**recorded.settings).with_overrides(**overrides)
+        tasks_path, val_path, test_path = str(ws.root / recorded.tasks_file), str(ws.root / recorded.val_file), None
+        run_id = recorded.run_id
+        click.echo(f"continuing run {run_id} of pull request #{from_pr} with {len(review.comments)} review comment(s):")
+        for line in reviews.log_lines(review):
+            click.echo(line)
+    elif resume:
         branch = history.BRANCH_PREFIX + run_id if run_id else history.latest_run_branch(ws.root)
         if not branch:
             raise ForgegitError("no training run to resume (no forgegit/train/* branch)")
@@ -62,11 +83,39 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
     from_cli = not resume
     tasks = ws.task_set(tasks_path or s.tasks, from_cli=from_cli and bool(tasks_path))
     val = ws.task_set(val_path, from_cli=from_cli) if val_path else (ws.task_set(s.val) if s.val else tasks)
-    test = ws.task_set(test_path, from_cli=from_cli) if test_path else (ws.task_set(s.test) if s.test and not resume else None)
+    test = ws.task_set(test_path, from_cli=from_cli) if test_path else (
+        ws.task_set(s.test) if s.test and not resume and review is None else None)
     if test is not None:
         _check_sealed(test, tasks, val)
-    run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
+    run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge, review))
     _report(run)
+
+
+def _review_round(ws: Workspace, number: int, path: Optional[str]) -> ReviewRound:
+    """PR number's feedback newer than its run's last round: from the file `forgegit reviews --out` wrote, or
+    read from GitHub now; the PR's branch and notes are fetched when this clone lacks them."""
+    if path:
+        try:
+            found = records.parse(ReviewRound, safejson.loads(Path(path).read_text(encoding="utf-8"),
+                                                               max_depth=16, max_bytes=4 << 20))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ForgegitError(f"{path}: not a review feedback file ({exc})") from None
+        if found.pr != number:
+            raise ForgegitError(f"{path} holds the feedback of pull request #{found.pr}, not #{number}")
+        reviews.fetch_run(ws.root, found.branch)
+    else:
+        from .pr import GitHubEnv
+
+        client = GitHubEnv.from_environ().client()
+        branch = reviews.training_branch(client, number)
+        reviews.fetch_run(ws.root, branch)
+        found = reviews.read_round(client, number, reviews.since_of(history.load_run(ws.root, branch)))
+    run = history.load_run(ws.root, found.branch)
+    found.comments = reviews.unseen(run, found.comments)
+    if not found.comments:
+        raise ForgegitError(f"pull request #{number} has no review feedback newer than its last training"
+                            f"{' (' + run.reviews[-1].fetched + ')' if run.reviews else ''}: nothing new to train on")
+    return found
 
 
 def _check_sealed(test: TaskSet, *others: TaskSet) -> None:
@@ -91,7 +140,7 @@ def _tidy(ws: Workspace, run_id: str) -> None:
 
 
 async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[TaskSet], base_branch: Optional[str], run_id: str,
-                 resume_branch: Optional[str], merge: bool) -> RunRecord:
+                 resume_branch: Optional[str], merge: bool, review: Optional[ReviewRound] = None) -> RunRecord:
     echo = click.echo
     agent_llm = ws.llm()
     optimizer_llm = ws.llm(optimizer=True)
@@ -100,7 +149,9 @@ async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[Tas
     trainer = Trainer(ws, tasks, val, test, evaluator, optimizer_llm, echo=echo)
     try:
         with TrainLock(ws.root, run_id, echo):
-            if resume_branch:
+            if review is not None and resume_branch:
+                trainer.continue_with_review(resume_branch, review)
+            elif resume_branch:
                 trainer.resume(resume_branch)
                 echo(f"resuming run {trainer.run.run_id} on {resume_branch} ({len(trainer.run.epochs)} epochs recorded)")
             else:
