@@ -253,7 +253,7 @@ def pr_title(run: RunRecord) -> str:
     g = run.final_gate
     if g:
         return f"forgegit: trained functions, validation {pct(g.base_score)} → {pct(g.head_score)} ({run.run_id})"
-    return f"forgegit: trained functions, training {pct(run.baseline_score)} → {pct(run.best_score)} ({run.run_id})"
+    return f"forgegit: trained functions, training {pct(run.baseline_score)} → {pct(run.trained_score)} ({run.run_id})"
 
 
 def manual_hint(server_url: str, repository: str, base: str, branch: str, remote: str) -> str:

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover
 
 from . import safejson
 from .errors import ForgegitError
-from .records import Usage
+from .records import ModelTokens, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_BACKOFF_ENV = "FORGEGIT_RETRY_BACKOFF"  # seconds before the first retry (doubles each time)
@@ -156,12 +156,9 @@ class LLM:
             await self._client.close()
             self._client = None
 
-    def _cost(self, model: str, prompt: int, completion: int) -> float:
-        try:
-            from .cost import cost_of
-        except ImportError:  # pragma: no cover
-            return 0.0
-        return cost_of(model, prompt, completion, self.prices)
+    def _cost(self, model: str, prompt: int, completion: int, cached: int = 0) -> float:
+        from .cost import cost_of
+        return cost_of(model, prompt, completion, self.prices, cached)
 
     async def chat(
         self,
@@ -245,8 +242,9 @@ class LLM:
         if cached:
             usage = Usage(cached_calls=1)
         else:
-            p, c = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-            usage = Usage(prompt_tokens=p, completion_tokens=c, calls=1, cost=self._cost(model, p, c))
+            p, c, hit = _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")), cached_prompt_tokens(u)
+            usage = Usage(prompt_tokens=p, completion_tokens=c, calls=1, cost=self._cost(model, p, c, hit),
+                          cached_tokens=hit, models={model: ModelTokens(p, c, hit)})
         self.usage.add(usage)
         return ChatResult(_message_dict(choice.get("message") or {}), choice.get("finish_reason") or "stop", usage, cached)
 
@@ -384,6 +382,21 @@ def _props_n_ctx(props: Any) -> Optional[int]:
             if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 return v
     return None
+
+
+def _count(value: Any) -> int:
+    """A token count from a server's usage object (anything else counts 0)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+
+
+def cached_prompt_tokens(usage: Any) -> int:
+    """The prompt tokens a provider served from its prompt cache: OpenAI's (and vLLM's, llama.cpp's)
+    `usage.prompt_tokens_details.cached_tokens`, or DeepSeek's `prompt_cache_hit_tokens`."""
+    if not isinstance(usage, dict):
+        return 0
+    details = usage.get("prompt_tokens_details")
+    hit = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return min(hit or _count(usage.get("prompt_cache_hit_tokens")), _count(usage.get("prompt_tokens")))
 
 
 def _env_backoff() -> float:

@@ -254,8 +254,8 @@ def scores_table(run: RunRecord) -> str:
     rows = [
         "| set | baseline | trained | difference | 95% CI | p |",
         "|---|---:|---:|---:|---|---:|",
-        f"| train | {pct(run.baseline_score)} | {pct(run.best_score)} "
-        f"| {pp(run.best_score - run.baseline_score)} | — | — |",
+        f"| train | {pct(run.baseline_score)} | {pct(run.trained_score)} "
+        f"| {pp(run.trained_score - run.baseline_score)} | — | — |",
     ]
     if run.final_gate:
         rows.append(_comparison_row("validation", run.final_gate))
@@ -268,7 +268,7 @@ def headline(run: RunRecord) -> str:
     """One sentence: did training improve the functions on validation?"""
     g = run.final_gate
     if g is None:
-        return f"Training score {pct(run.baseline_score)} → {pct(run.best_score)} (no validation result)."
+        return f"Training score {pct(run.baseline_score)} → {pct(run.trained_score)} (no validation result)."
     if g.passed:
         return (f"**Improved** on validation: {pct(g.base_score)} → {pct(g.head_score)} "
                 f"({pp(g.delta)}, {p_is(g.p_value)}).")
@@ -369,9 +369,9 @@ def _shorten(body: str) -> str:
 
 def commits_list(run: RunRecord, server_url: Optional[str], repository: Optional[str]) -> str:
     lines = [f"- base {code(run.base_branch)}: {commit_link(run.base_commit, server_url, repository)}"]
-    if run.best_commit:
-        lines.append(f"- best: {commit_link(run.best_commit, server_url, repository)} "
-                     f"(training score {pct(run.best_score)})")
+    if run.epochs:
+        lines.append(f"- best: {commit_link(run.trained_commit, server_url, repository)} "
+                     f"(training score {pct(run.trained_score)})")
     lines.append(f"- branch: {code(run.branch)}")
     return "\n".join(lines)
 
@@ -407,7 +407,7 @@ def summary_table(run: RunRecord) -> str:
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    best = f" (best {short(run.best_commit)})" if run.best_commit else ""
-    lines.append(f"training score: {pct(run.baseline_score)} -> {pct(run.best_score)}{best}")
+    best = f" (best {short(run.trained_commit)})" if any(e.kept for e in run.epochs) else " (no epoch kept)"
+    lines.append(f"training score: {pct(run.baseline_score)} -> {pct(run.trained_score)}{best}")
     lines.append(f"usage: {tokens(run.usage)} tokens in {run.usage.calls:,} calls, {money(run.usage.cost)}")
     return "\n".join(lines)

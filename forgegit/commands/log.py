@@ -64,7 +64,7 @@ def command(branch: Optional[str], as_json: bool, plot_path: Optional[str], by_f
 
 def _by(repo: Path, run: RunRecord, field_name: str) -> None:
     base = recorded_eval(repo, run.base_commit, run.tasks_file)
-    head = recorded_eval(repo, run.best_commit, run.tasks_file)
+    head = recorded_eval(repo, run.trained_commit, run.tasks_file)
     if base is None or head is None:
         click.echo(f"by {field_name}: no recorded evaluation of {run.tasks_file} for both base and trained")
         return

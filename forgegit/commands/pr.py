@@ -61,7 +61,7 @@ def split_labels(labels: tuple[str, ...]) -> list[str]:
 def score_outputs(run: RunRecord) -> dict[str, str]:
     """score / baseline-score: on validation when there is a final gate, else on the training set."""
     g = run.final_gate
-    score, baseline = (g.head_score, g.base_score) if g else (run.best_score, run.baseline_score)
+    score, baseline = (g.head_score, g.base_score) if g else (run.trained_score, run.baseline_score)
     return {"score": f"{score:.4f}", "baseline-score": f"{baseline:.4f}", "branch": run.branch}
 
 

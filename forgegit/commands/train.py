@@ -133,4 +133,4 @@ def _report(run: RunRecord) -> None:
         return
     set_output("branch", run.branch)  # scores on validation, as `forgegit pr` reports them
     set_output("baseline-score", f"{(g.base_score if g else run.baseline_score):.4f}")
-    set_output("score", f"{(g.head_score if g else run.best_score):.4f}")
+    set_output("score", f"{(g.head_score if g else run.trained_score):.4f}")
