@@ -102,7 +102,7 @@ def key_lines(text: str) -> dict[str, int]:
 
 def _set_twice(text: str, line: int) -> Optional[str]:
     """"key is set twice ..." when the TOML error at line is a key already set in the same table."""
-    table, seen = "", {}
+    table, seen = "", dict[tuple[str, str], int]()
     for n, raw in enumerate(text.splitlines()[:line], 1):
         header = _TABLE.match(raw)
         if header:
@@ -153,12 +153,12 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> Settings:
             flat[key] = value
     values: dict[str, Any] = {}
     for key, value in flat.items():
-        at = f"{where}:{lines[key]}" if key in lines else where
+        place = f"{where}:{lines[key]}" if key in lines else where
         if key not in _TYPES:
             close = [k for k in _TYPES if k.startswith(key[:3])]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{at}: unknown key {key!r}{hint}")
-        values[key] = _check_type(key, value, at)
+            raise ConfigError(f"{place}: unknown key {key!r}{hint}")
+        values[key] = _check_type(key, value, place)
     settings = Settings(**values)
     validate(settings, where, lines.get)
     return settings

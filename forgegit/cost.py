@@ -138,3 +138,20 @@ def format_cost(usd: float) -> str:
     if usd < 0.01:
         return f"{sign}${usd:.4f}"
     return f"{sign}${usd:,.2f}"
+
+
+def budget_problem(settings: Any) -> Optional[str]:
+    """Why a USD budget cannot be kept (a model with no known price costs $0.00 and never reaches
+    it), naming the `[prices]` setting; None when there is no USD budget or every model is priced."""
+    if not settings.budget_usd:
+        return None
+    models = [settings.model, settings.optimizer_model or settings.model]
+    missing = unpriced(models, settings.prices)
+    if not missing:
+        return None
+    roles = {settings.model: "the agent's model"}
+    roles.setdefault(settings.optimizer_model or settings.model, "the optimizer's model")
+    names = ", ".join(f"{m!r} ({roles[m]})" for m in missing)
+    return (f"--budget ${settings.budget_usd:g} cannot be kept: no price is known for {names}, so its calls would "
+            f"count $0.00; set one in forgegit.toml, e.g. prices = {{ {missing[0]!r} = {{ prompt = 0.5, completion = 1.5 }} }} "
+            f"(USD per 1M tokens), or stop by tokens with --budget-tokens N")

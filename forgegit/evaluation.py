@@ -218,7 +218,7 @@ def breakdown(result: EvalResult, field_name: str) -> list[tuple[str, int, int]]
     """Scores grouped by a task field (e.g. subject): [(value, passed, total)]."""
     groups: dict[str, list[int]] = {}
     for r in result.results:
-        value = str(r.fields.get(field_name, "(none)"))
+        value = r.task_id if field_name == "id" else str(r.fields.get(field_name, "(none)"))
         g = groups.setdefault(value, [0, 0])
         g[0] += int(r.passed)
         g[1] += 1

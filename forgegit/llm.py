@@ -9,7 +9,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import openai
 
@@ -70,6 +70,7 @@ class Endpoint:
     @classmethod
     def from_env(cls, base_url: Optional[str] = None, api_key: Optional[str] = None) -> "Endpoint":
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        check_base_url(url, "OPENAI_BASE_URL" if not base_url else "the endpoint")
         key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         if not key:
             host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
@@ -78,6 +79,21 @@ class Endpoint:
             else:
                 raise LLMError(f"OPENAI_API_KEY is not set (endpoint {url}): export it, or set OPENAI_BASE_URL to a local server", "auth")
         return cls(url.rstrip("/"), key)
+
+
+def check_base_url(url: str, name: str = "OPENAI_BASE_URL") -> None:
+    """Refuse at once a base URL that cannot be reached at all (no scheme or no host): retrying it
+    would only wait, e.g. `OPENAI_BASE_URL=localhost:11434`."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        bare = url.strip().split("://", 1)[-1]
+        raise LLMError(f"{name}={url!r} is not an http(s) URL with a host: write it in full, "
+                       f"e.g. http://{bare or 'localhost:11434/v1'}", "config")
 
 
 def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,8 +139,11 @@ class LLM:
         tool_choice: str = "auto",
         context_window: int = 0,
         role: str = "agent",
+        on_retry: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.model = model
+        self.on_retry = on_retry  # told one line per retry, e.g. "retrying in 4s: connection refused"
+        self._told: dict[str, float] = {}
         self.endpoint = endpoint or Endpoint.from_env()
         self.cache = cache
         self.use_cache = use_cache
@@ -272,7 +291,20 @@ class LLM:
                 delay *= 1 + random.random() * 0.1
                 if self.limiter is not None and r.kind == "rate_limit":
                     self.limiter.throttled(delay)
+                self._tell_retry(delay, attempt, r)
                 await asyncio.sleep(delay)
+
+    def _tell_retry(self, delay: float, attempt: int, r: "_Retry") -> None:
+        """One line per retry; the same line from concurrent tasks within a second is said once."""
+        if self.on_retry is None:
+            return
+        line = f"retrying in {_seconds(delay)}: {r.reason or r.message} (retry {attempt} of {self.max_retries})"
+        now = time.monotonic()
+        key = f"{attempt}:{r.reason or r.message}"
+        if now - self._told.get(key, -10.0) < 1.0 + delay:
+            return
+        self._told[key] = now
+        self.on_retry(line)
 
     async def _call_once(self, params: dict[str, Any]) -> dict[str, Any]:
         where = self.endpoint.base_url
@@ -298,7 +330,8 @@ class LLM:
                 raise LLMError(f"{where} answered {exc.status_code}: {message}: {self._hint()}", "context_length") from None
             if exc.status_code in RETRYABLE_STATUS and not (exc.status_code >= 500 and _REFUSAL.search(message)):
                 kind = "rate_limit" if exc.status_code == 429 else "server"
-                raise _Retry(f"{where} answered {exc.status_code}: {message}", kind, _retry_after(exc)) from None
+                raise _Retry(f"{where} answered {exc.status_code}: {message}", kind, _retry_after(exc),
+                             f"HTTP {exc.status_code} from {where}: {message[:100]}") from None
             raise LLMError(f"{where} answered {exc.status_code} (not retried: the server refused this request): {message}",
                            "bad_request") from None
         except openai.APITimeoutError:
@@ -307,7 +340,9 @@ class LLM:
             raise LLMError(f"{where} gave no reply within {self.timeout:g}s: raise `timeout` in forgegit.toml (or --timeout), "
                            f"or lower max_tokens", "timeout") from None
         except openai.APIConnectionError as exc:
-            raise _Retry(f"cannot reach {where} ({exc.__cause__ or exc}): is the server up? set OPENAI_BASE_URL", "connection") from None
+            reason = _connection_reason(exc)
+            raise _Retry(f"cannot reach {where} ({reason}): is the server up? set OPENAI_BASE_URL", "connection",
+                         None, f"{reason} ({where})") from None
         try:
             raw = safejson.loads(text)  # a body nested too deeply is bad JSON too, not a RecursionError
         except ValueError:
@@ -409,9 +444,36 @@ def _env_backoff() -> float:
 
 
 class _Retry(Exception):
-    def __init__(self, message: str, kind: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, message: str, kind: str, retry_after: Optional[float] = None, reason: str = "") -> None:
         super().__init__(message)
-        self.message, self.kind, self.retry_after = message, kind, retry_after
+        self.message, self.kind, self.retry_after, self.reason = message, kind, retry_after, reason
+
+
+def _seconds(delay: float) -> str:
+    """A delay for people: "4s", "1.5s", "0.01s"."""
+    if delay >= 10:
+        return f"{delay:.0f}s"
+    return f"{delay:.2g}s" if delay < 1 else f"{delay:.1f}".rstrip("0").rstrip(".") + "s"
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused", "unknown host ...")."""
+    import errno
+    import socket
+    seen: set[int] = set()
+    cause: Optional[BaseException] = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if "connection refused" in str(cause).lower():
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc.__cause__ or exc)[:120] or type(exc).__name__
 
 
 def _retry_after(exc: openai.APIStatusError) -> Optional[float]:

@@ -16,6 +16,8 @@ FLIPS_SHOWN_LIMIT = 100  # never list more than this many flips per direction
 FEEDBACK_LIMIT = 300
 MAX_BODY = 60_000  # GitHub rejects issue/PR bodies over 65,536 characters
 
+PLOT_SUFFIXES = (".png", ".svg")
+
 _ACTION_SIGNS = {"add": "+", "revise": "~", "remove": "-"}
 
 
@@ -63,6 +65,14 @@ def money(cost: float) -> str:
 
 def tokens(usage: Usage) -> str:
     return f"{usage.total_tokens:,}"
+
+
+def cached_text(usage: Usage, lead: str = "") -> str:
+    """' (1,234 prompt tokens cached by the provider)' when a provider's prompt cache served any."""
+    if not usage.cached_tokens:
+        return ""
+    share = usage.cached_tokens / usage.prompt_tokens if usage.prompt_tokens else 0.0
+    return f"{lead} ({usage.cached_tokens:,} prompt tokens cached by the provider, {share:.0%})"
 
 
 def short(sha: Optional[str]) -> str:
@@ -169,7 +179,7 @@ def mermaid_curve(run: RunRecord) -> str:
 def plot(run: RunRecord, path: str | Path) -> Path:
     """Write the learning curve to a PNG or SVG file with matplotlib."""
     path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg"):
+    if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ForgegitError(f"cannot plot to {path.name}: use a .png or .svg file name")
     try:
         import matplotlib
@@ -269,6 +279,13 @@ def headline(run: RunRecord) -> str:
     g = run.final_gate
     if g is None:
         return f"Training score {pct(run.baseline_score)} → {pct(run.trained_score)} (no validation result)."
+    if run.val_file == run.tasks_file:
+        return _headline(g) + (" Validation is the training set: the gate measured fit to these tasks, "
+                               "not generalization (train with `--val` to measure that).")
+    return _headline(g)
+
+
+def _headline(g: Comparison) -> str:
     if g.passed:
         return (f"**Improved** on validation: {pct(g.base_score)} → {pct(g.head_score)} "
                 f"({pp(g.delta)}, {p_is(g.p_value)}).")
@@ -379,7 +396,7 @@ def commits_list(run: RunRecord, server_url: Optional[str], repository: Optional
 def totals_line(run: RunRecord) -> str:
     u = run.usage
     stop = escape_md(run.stop_reason) if run.stop_reason else run.status
-    return (f"{tokens(u)} tokens ({u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion) "
+    return (f"{tokens(u)} tokens ({u.prompt_tokens:,} prompt{cached_text(u, ' of them')} + {u.completion_tokens:,} completion) "
             f"in {u.calls:,} calls ({u.cached_calls:,} cached), {money(u.cost)}. "
             f"Stopped: {stop}.")
 
@@ -409,5 +426,6 @@ def summary_table(run: RunRecord) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     best = f" (best {short(run.trained_commit)})" if any(e.kept for e in run.epochs) else " (no epoch kept)"
     lines.append(f"training score: {pct(run.baseline_score)} -> {pct(run.trained_score)}{best}")
-    lines.append(f"usage: {tokens(run.usage)} tokens in {run.usage.calls:,} calls, {money(run.usage.cost)}")
+    lines.append(f"usage: {tokens(run.usage)} tokens{cached_text(run.usage)} in {run.usage.calls:,} calls, "
+                 f"{money(run.usage.cost)}")
     return "\n".join(lines)

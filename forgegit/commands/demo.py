@@ -28,7 +28,7 @@ def command(directory: Optional[str]) -> None:
     with ScriptedServer(demo.make_script()) as server, openai_env(server.base_url):
         ws = Workspace.open(path)
         tasks = ws.task_set(ws.settings.tasks)
-        run = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
+        run, _ = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
     click.echo("")
     click.echo(summary_table(run))
     click.echo(f"\nstopped: {run.stop_reason} (patience {ws.settings.patience}); model calls: {server.calls}")

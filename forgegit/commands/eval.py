@@ -9,10 +9,12 @@ from typing import Any, Optional
 import click
 
 from .. import evalstore, git, safejson
+from ..cost import reprice
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown
 from ..isolation import Isolation
 from ..records import EvalResult, Usage, parse
+from ..tasks import TaskSet
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
 from ._sandbox import announce_sandbox
@@ -38,10 +40,11 @@ class ProgressLine:
 
 def summary_lines(result: EvalResult, reused: bool) -> list[str]:
     u = result.usage
+    cached = f" of which {u.cached_tokens:,} cached" if u.cached_tokens else ""
     lines = [
         f"revision {result.revision[:12]} (functions/ tree {result.tree[:12]}) on {result.tasks_file}, model {result.model}",
         f"passed {result.passed}/{result.total}  score {result.score:.3f}  tokens {u.total_tokens:,} "
-        f"(prompt {u.prompt_tokens:,}, completion {u.completion_tokens:,})  cost ${u.cost:.4f}",
+        f"(prompt {u.prompt_tokens:,}{cached}, completion {u.completion_tokens:,})  cost ${u.cost:.4f}",
     ]
     failures = result.failures_by_kind()
     if failures:
@@ -95,10 +98,13 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
     """Evaluate the functions at REV (default HEAD, read from git) on a task set."""
     path = tasks_path or ws.settings.tasks
     reused, isolation = False, None
+    _warn_uncommitted(ws, rev)
     if merge_files:
         result = _merge(ws, rev, path, merge_files)
     else:
         tasks = ws.task_set(path, from_cli=bool(tasks_path))
+        if by_field:
+            check_field(tasks, by_field)
         if shard is not None:
             try:
                 k, n = (int(x) for x in shard.split("/"))
@@ -106,6 +112,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
                 raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
             tasks = tasks.shard(k, n)
         result, reused, isolation = asyncio.run(_evaluate(ws, rev, tasks, is_terminal() and not as_json, as_json))
+    reprice(result, ws.settings.prices)  # the cost of the recorded tokens at today's [prices]
     if out_path:
         Path(out_path).write_text(json.dumps(result.to_json(), indent=1))
     if as_json:
@@ -122,6 +129,27 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
         click.echo(f"by {by_field}:")
         for value, p, t in breakdown(result, by_field):
             click.echo(f"  {value:<30} {p:>4}/{t:<4} {p / t:.3f}")
+
+
+def check_field(tasks: TaskSet, field_name: str) -> None:
+    """Refuse `--by FIELD` when no task has that field (before any model call)."""
+    if field_name == "id" or any(field_name in t.fields for t in tasks.tasks):
+        return
+    names = sorted({"id", *(k for t in tasks.tasks for k in t.fields)})
+    raise ForgegitError(f"--by {field_name}: no task in {tasks.path} has a field {field_name!r} "
+                        f"(fields: {', '.join(names)})")
+
+
+def _warn_uncommitted(ws: Workspace, rev: str) -> None:
+    """eval reads functions/ from git: say so when the working tree's functions/ differs from HEAD."""
+    if rev not in ("HEAD", "@"):
+        return
+    changed = [line for line in git.run(["status", "--porcelain", "--untracked-files=all", "--", git.FUNCTIONS_DIR],
+                                        ws.root, check=False).stdout.splitlines() if line.strip()]
+    if changed:
+        click.echo(f"forgegit: note: functions/ in the working tree differs from HEAD ({len(changed)} file"
+                   f"{'s' if len(changed) != 1 else ''}, e.g. {changed[0][3:]}); this scores HEAD's committed "
+                   "functions: commit them to score them", err=True)
 
 
 async def _evaluate(ws: Workspace, rev: str, tasks: Any, progress: bool,

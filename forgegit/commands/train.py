@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Optional
 
 import click
 
 from .. import history
+from ..cost import budget_problem, reprice
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
 from ..records import RunRecord
@@ -57,14 +59,27 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
                 raise ForgegitError(f"run {run_id} is finished and its sealed test split was already scored; refusing to score it again")
             raise ForgegitError(f"run {run_id} is already finished: see `forgegit log {branch}`")
     s = ws.settings
+    refusal = budget_problem(s)
+    if refusal:
+        raise ForgegitError(refusal)
     from_cli = not resume
     tasks = ws.task_set(tasks_path or s.tasks, from_cli=from_cli and bool(tasks_path))
     val = ws.task_set(val_path, from_cli=from_cli) if val_path else (ws.task_set(s.val) if s.val else tasks)
     test = ws.task_set(test_path, from_cli=from_cli) if test_path else (ws.task_set(s.test) if s.test and not resume else None)
     if test is not None:
         _check_sealed(test, tasks, val)
-    run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
-    _report(run)
+    if val.sha256 == tasks.sha256:
+        click.echo(SAME_SETS_NOTE, err=True)
+    run, merged = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
+    _report(reprice(run, ws.settings.prices))
+    if merge:  # the last word, and the exit status, say whether --merge merged
+        click.echo(merged)
+        if not merged.startswith("merged "):
+            sys.exit(1)
+
+
+SAME_SETS_NOTE = ("forgegit: note: no separate validation set (--val): the final gate measures fit to the "
+                  "training tasks, not generalization to new ones")
 
 
 def _check_sealed(test: Any, *others: Any) -> None:
@@ -89,7 +104,7 @@ def _tidy(ws: Workspace, run_id: str) -> None:
 
 
 async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Optional[str], run_id: str,
-                 resume_branch: Optional[str], merge: bool) -> RunRecord:
+                 resume_branch: Optional[str], merge: bool) -> tuple[RunRecord, str]:
     echo = click.echo
     agent_llm = ws.llm()
     optimizer_llm = ws.llm(optimizer=True)
@@ -106,14 +121,13 @@ async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Op
                 echo(f"run {trainer.run.run_id}: training on branch {trainer.run.branch} from {trainer.run.base_branch}")
             try:
                 run = await trainer.train()
-                if merge:
-                    echo(trainer.merge())
+                merged = trainer.merge() if merge else ""
             finally:
                 trainer.close()
     finally:
         await agent_llm.aclose()
         await optimizer_llm.aclose()
-    return run
+    return run, merged
 
 
 def _report(run: RunRecord) -> None:
