@@ -38,7 +38,7 @@ def error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
     """The command failed with exactly one `forgegit: error:` line mentioning every needle, and no traceback."""
     assert proc.returncode not in (0, None), proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("forgegit: retrying in ")]
     assert len(lines) == 1 and lines[0].startswith("forgegit: error: "), proc.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,21 +23,54 @@ from ._sandbox import announce_sandbox
 
 
 class ProgressLine:
-    """A progress bar on stderr: tasks done, passed so far, and tokens."""
-
-    width = 30
+    """One progress bar per evaluation on stderr (click's): tasks done, passed and tokens of this
+    evaluation, and the time left (from this evaluation's pace). Shown only where stderr is a terminal."""
 
     def __init__(self) -> None:
-        self.passed = 0
-        self.tokens = 0
+        self.passed = self.tokens = self.done = self.total = self.resumed = 0
+        self.started = 0.0
+        self._bar: Any = None
+
+    def begin(self, label: str, total: int, done: int) -> None:
+        self.end()
+        self.passed = self.tokens = 0
+        self.done, self.total, self.resumed, self.started = done, total, done, time.monotonic()
+        self._bar = click.progressbar(
+            length=total, label=f"  {label}", file=sys.stderr, show_eta=False, show_pos=True, show_percent=False,
+            item_show_func=lambda _: self.info(), width=24)
+        self._bar.__enter__()
+        if done:
+            self._bar.update(done)
+
+    def info(self) -> str:
+        text = f"{self.passed} passed, {self.tokens:,} tokens"
+        ran = self.done - self.resumed
+        if 0 < ran and self.done < self.total:
+            left = (time.monotonic() - self.started) / ran * (self.total - self.done)
+            text += f", eta {eta(left)}"
+        return text
 
     def __call__(self, done: int, total: int, result: Any) -> None:
         self.passed += int(result.passed)
         self.tokens += result.usage.total_tokens
-        filled = self.width * done // max(total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        click.echo(f"\r  [{bar}] {done}/{total} tasks, {self.passed} passed, {self.tokens:,} tokens",
-                   nl=done == total, err=True)
+        self.done = done
+        if self._bar is not None:
+            self._bar.update(1, result)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def eta(seconds: float) -> str:
+    """Time left for people: "4s", "2m05s", "1h02m"."""
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def summary_lines(result: EvalResult, reused: bool) -> list[str]:
