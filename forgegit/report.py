@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import ForgegitError
 from .records import ActionRecord, Comparison, EpochRecord, RunRecord, Usage
@@ -176,35 +176,67 @@ def mermaid_curve(run: RunRecord) -> str:
     ])
 
 
+def val_curve(run: RunRecord) -> list[tuple[int, float]]:
+    """(epoch, validation score of the branch after it) where known, from the baseline on."""
+    points = [(0, run.baseline_val_score)] + [(e.epoch, e.val_score) for e in run.epochs]
+    return [(x, y) for x, y in points if y is not None]
+
+
+def figure(run: RunRecord) -> Any:
+    """The learning curve as a matplotlib Figure: the training score the branch holds (a line), each
+    epoch's tried score (a green dot kept, a red cross reverted, a grey dot for no edit), and the
+    branch's validation score (a dashed line) when validation is a set of its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = curve_points(run)
+    xs = [e for e, _, _ in points]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(xs, kept_curve(run), color="tab:blue", linewidth=2, label="training score (kept)", zorder=2)
+    ax.scatter([0], [run.baseline_score], marker="s", s=40, color="tab:blue", label="baseline", zorder=4, clip_on=False)
+    groups = {"kept epoch": ("o", "tab:green", 48), "reverted epoch": ("X", "tab:red", 60), "no edit": ("o", "none", 56)}
+    by_kind: dict[str, list[tuple[int, float]]] = {k: [] for k in groups}
+    for e in run.epochs:
+        score = e.score_after if e.score_after is not None else e.score_before
+        by_kind[{"kept": "kept epoch", "reverted": "reverted epoch"}.get(verdict(e), "no edit")].append((e.epoch, score))
+    for label, pts in by_kind.items():
+        if pts:
+            marker, color, size = groups[label]
+            hollow = color == "none"  # no edit: an open circle around the line's point
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], marker=marker, facecolors=color, s=size, label=label,
+                       zorder=5, clip_on=False, edgecolors="tab:gray" if hollow else "white", linewidths=1.5 if hollow else 0.8)
+    val = val_curve(run)
+    separate = bool(run.val_file) and run.val_file != run.tasks_file
+    if val and separate:  # the same set would draw the training line again
+        ax.plot([x + 0.06 for x, _ in val], [y for _, y in val], linestyle="--", marker="D", markersize=4,
+                color="tab:purple", label=f"validation ({run.val_file})", zorder=3, clip_on=False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.05, 1.05)  # a score of 0 or 1 is drawn whole, not clipped at the frame
+    ax.set_xlim(-0.3, max(xs) + 0.3)
+    ax.set_xticks(xs)
+    title = f"forgegit run {run.run_id}"
+    ax.set_title(title + ("" if separate else "  (validation = training set)"), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
 def plot(run: RunRecord, path: str | Path) -> Path:
     """Write the learning curve to a PNG or SVG file with matplotlib."""
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ForgegitError(f"cannot plot to {path.name}: use a .png or .svg file name")
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ForgegitError("plotting needs matplotlib: pip install 'forgegit[plot]'") from exc
-    points = curve_points(run)
-    xs = [e for e, _, _ in points]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = figure(run)
     try:
-        ax.plot(xs, kept_curve(run), marker="o", label="kept")
-        for e, s, kept in points[1:]:
-            ax.scatter([e], [s], marker="o" if kept else "x", color="tab:green" if kept else "tab:red", zorder=3)
-        ax.scatter([], [], marker="x", color="tab:red", label="reverted")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training score")
-        ax.set_ylim(0, 1)
-        ax.set_xticks(xs)
-        ax.set_title(f"forgegit run {run.run_id}")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
+        fig.savefig(path, format=path.suffix.lower().lstrip("."), bbox_inches="tight", dpi=120)
     finally:
         plt.close(fig)
     return path
