@@ -34,4 +34,4 @@ def command(directory: Optional[str]) -> None:
     click.echo(f"\nstopped: {run.stop_reason} (patience {ws.settings.patience}); model calls: {server.calls}")
     click.echo("\nthe training branch, with each epoch and its revert as commits:")
     click.echo(git.out(["log", "--oneline", "--graph", run.branch], path))
-    click.echo(f"\ninspect it:\n  cd {path}\n  git log --notes=forgegit {run.branch}\n  forgegit log")
+    click.echo(f"\ninspect it:\n  cd {path}\n  git log --notes=forgegit-summary {run.branch}\n  forgegit log")

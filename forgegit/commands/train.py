@@ -140,7 +140,7 @@ def _report(run: RunRecord) -> None:
         click.echo(f"final gate on {g.tasks_file}: base {g.base_score:.3f} -> trained {g.head_score:.3f}: {verdict}")
     if run.test is not None:
         click.echo(f"sealed test on {run.test.tasks_file}: base {run.test.base_score:.3f} -> trained {run.test.head_score:.3f}")
-    click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit {run.branch})")
+    click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit-summary {run.branch})")
     try:
         from ..actions_env import set_output
     except ImportError:  # pragma: no cover
