@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py"]
+BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "prompt_cache.py"]
 
 
 def main(argv: list[str]) -> int:
