@@ -9,8 +9,9 @@ The agent has N functions with real-size docstrings (a tool list of a few thousa
 stable part of each request is large, as in real use. Figures:
   - the cached share of prompt tokens as forgegit sends its requests (the server's own count, and
     forgegit's run record, which must agree);
-  - the same requests replayed into a fresh cache with the task moved before the system prompt (what
-    a request that puts the variable part first would get);
+  - the same requests replayed into a fresh cache with the task moved before the system prompt, and
+    with a per-request line (a time stamp) at the start of the system prompt (what requests that put
+    a variable part early would get);
   - the cost of the run's prompt tokens at gpt-4o-mini prices, with and without the cached rate.
 Run: python bench/prompt_cache.py [--quick] [--tasks N] [--functions N]
 """
@@ -47,11 +48,18 @@ def documented_function(i: int) -> str:
             f'    return f"{{round(value * {i + 1}.5, precision)}} units"\n')
 
 
-def replay(requests: list[dict[str, Any]], task_first: bool) -> tuple[int, int]:
-    """(prompt tokens, cached tokens) of requests sent in this order to a fresh OpenAI-rule cache."""
+def replay(requests: list[dict[str, Any]], task_first: bool, stamped: bool = False) -> tuple[int, int]:
+    """(prompt tokens, cached tokens) of requests sent in this order to a fresh OpenAI-rule cache;
+    task_first moves the task before the system prompt, stamped starts each system prompt with a
+    per-request line (a time stamp, a request id), as some agents do."""
     cache = PromptCache()
     prompt = cached = 0
-    for r in requests:
+    for k, r in enumerate(requests):
+        if stamped:
+            msgs = [dict(m) for m in r.get("messages") or []]
+            if msgs and msgs[0].get("role") == "system":
+                msgs[0]["content"] = f"Request {k} at 2026-01-01T00:00:{k % 60:02d}Z.\n{msgs[0].get('content')}"
+            r = {**r, "messages": msgs}
         if task_first:
             msgs = list(r.get("messages") or [])
             users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
@@ -101,19 +109,22 @@ def main(argv: list[str]) -> int:
     rows = []
     roles = {"agent": [r for r in requests if "agent" in str(r.get("model"))],
              "optimizer": [r for r in requests if "optimizer" in str(r.get("model"))]}
-    totals = {"sent": [0, 0], "task first": [0, 0]}
+    totals = {"sent": [0, 0], "task first": [0, 0], "stamped": [0, 0]}
     for role, reqs in roles.items():
         sent = replay(reqs, task_first=False)
         first = replay(reqs, task_first=True)
-        for name, (pt, ct) in (("sent", sent), ("task first", first)):
+        stamped = replay(reqs, task_first=False, stamped=True)
+        for name, (pt, ct) in (("sent", sent), ("task first", first), ("stamped", stamped)):
             totals[name][0] += pt
             totals[name][1] += ct
         rows.append([role, len(reqs), f"{sent[0]:,}", f"{sent[1]:,}", share(sent[1], sent[0]),
-                     f"{first[1]:,}", share(first[1], first[0])])
+                     f"{first[1]:,}", share(first[1], first[0]), share(stamped[1], stamped[0])])
     rows.append(["all", len(requests), f"{totals['sent'][0]:,}", f"{totals['sent'][1]:,}",
                  share(totals["sent"][1], totals["sent"][0]), f"{totals['task first'][1]:,}",
-                 share(totals["task first"][1], totals["task first"][0])])
-    print(table(["requests", "n", "prompt tokens", "cached (as sent)", "share", "cached (task first)", "share"], rows))
+                 share(totals["task first"][1], totals["task first"][0]),
+                 share(totals["stamped"][1], totals["stamped"][0])])
+    print(table(["requests", "n", "prompt tokens", "cached (as sent)", "share", "cached (task first)", "share",
+                 "share (stamped system prompt)"], rows))
     live_share = share(recorded["cached_tokens"], recorded["prompt_tokens"])
     print(f"\nforgegit's run record (the server's live reports, counted by forgegit): {recorded['cached_tokens']:,} of "
           f"{recorded['prompt_tokens']:,} prompt tokens cached ({live_share}); server cache hits: {cache.hits}")

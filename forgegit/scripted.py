@@ -16,6 +16,7 @@ real ones are (`Quirks.llama_cpp()` is llama-cpp-python's server as forgegit fir
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -147,18 +148,18 @@ class Quirks:
 
 @dataclass
 class PromptCache:
-    """A provider's prompt (prefix) cache, as OpenAI documents it: a request whose rendered prompt
-    (the tool schemas, then the messages in order) starts with the same text as an earlier request's
-    is served that common prefix from the cache, counted in blocks of `block` tokens once at least
-    `min_tokens` match, and reported as `usage.prompt_tokens_details.cached_tokens`. A prompt that
-    puts anything variable early (a date, a task, a shuffled tool list) shares little with the next.
+    """A provider's prompt (prefix) cache, as OpenAI documents it and vLLM implements it: the rendered
+    prompt (the tool schemas, then the messages in order) is cut into blocks of `block` tokens, each
+    block keyed by a hash chained over every block before it; a request is served from the cache the
+    leading blocks an earlier request already had, once at least `min_tokens` match, and that count is
+    reported as `usage.prompt_tokens_details.cached_tokens`. A prompt that puts anything variable
+    early (a date, the task, a shuffled tool list) shares few blocks with the next.
     Tokens are `chars_per_token` characters of the rendered prompt."""
 
     min_tokens: int = 1024
     block: int = 128
     chars_per_token: float = 4.0
-    keep: int = 512  # most earlier prompts remembered
-    prompts: list[str] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
     hits: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -173,20 +174,23 @@ class PromptCache:
         return "\n".join(parts)
 
     def cached_tokens(self, request: dict[str, Any], prompt_tokens: int) -> int:
-        """The tokens of request's prompt served from the cache; the prompt is then cached too."""
-        prompt = self.render(request)
+        """The tokens of request's prompt served from the cache; its blocks are then cached too."""
+        prompt = self.render(request).encode()
+        size = max(1, int(self.block * self.chars_per_token))
+        chain, keys = b"", []
+        for start in range(0, len(prompt) - size + 1, size):  # whole blocks only, as providers cache
+            chain = hashlib.sha256(chain + prompt[start:start + size]).digest()
+            keys.append(chain)
         with self.lock:
-            common = max((len(os.path.commonprefix([prompt, p])) for p in self.prompts), default=0)
-            self.prompts.append(prompt)
-            del self.prompts[:-self.keep]
-        tokens = int(common / self.chars_per_token)
-        if tokens < self.min_tokens:
-            return 0
-        hit = min(prompt_tokens, tokens // self.block * self.block)
-        if hit:
-            with self.lock:
-                self.hits += 1
-        return hit
+            hit = 0
+            while hit < len(keys) and keys[hit] in self.seen:
+                hit += 1
+            self.seen.update(keys)
+            tokens = hit * self.block
+            if tokens < self.min_tokens or not tokens:
+                return 0
+            self.hits += 1
+        return min(prompt_tokens, tokens)
 
 
 Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict[str, Any]]]

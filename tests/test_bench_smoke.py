@@ -54,7 +54,7 @@ def test_prompt_cache() -> None:
     """The prompt-cache benchmark prints the cached share as sent and with the task first, and forgegit's
     own count of the cached tokens (from the server's usage reports) matches the server's."""
     out = run_bench("prompt_cache.py")
-    assert "| requests | n | prompt tokens | cached (as sent) | share | cached (task first) | share |" in out
+    assert "| requests | n | prompt tokens | cached (as sent) | share | cached (task first) | share | share (stamped" in out
     sent = re.search(r"\| all \| \d+ \| ([\d,]+) \| ([\d,]+) \|", out)
     recorded = re.search(r"counted by forgegit\): ([\d,]+) of ([\d,]+) prompt tokens cached", out)
     assert sent and recorded and sent.groups() == (recorded.group(2), recorded.group(1))
