@@ -6,6 +6,7 @@ Real git repositories, the real CLI, the scripted OpenAI-compatible server on lo
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,22 @@ def test_every_agent_request_starts_with_the_same_system_prompt_and_tools(
     stable = PromptCache.render({"tools": firsts[0].get("tools"), "messages": firsts[0]["messages"][:1]})
     assert all(p.startswith(stable) for p in rendered)
     assert [m["role"] for m in firsts[0]["messages"]] == ["system", "user"]
+
+
+def test_the_optimizers_prompt_keeps_the_functions_in_its_cacheable_prefix_when_one_is_added() -> None:
+    """After an epoch adds a function, the next optimizer prompt still starts with the same system
+    prompt and the same earlier function sources (no count in the heading that would change first),
+    so a provider's prefix cache serves them again."""
+    from forgegit.optimizer import build_prompt
+    from forgegit.records import EvalResult, TaskResult
+
+    results = [TaskResult("t1", False, "1", "2", "expected 2, got 1")]
+    last = EvalResult("k", "rev", "tree", "tasks.jsonl", "h", "m", 0, 1, Usage(), results)
+    before = {"add.py": demo.BASE_FUNCTION.encode()}
+    after = {**before, "digit_sum.py": demo.DIGIT_SUM.encode()}
+    a = build_prompt(before, last, {}, [], max_actions=3, context_tokens=12000)
+    b = build_prompt(after, last, {}, [{"epoch": 1, "score": 0.5, "kept": True, "actions": ["add digit_sum"]}],
+                     max_actions=3, context_tokens=12000)
+    assert a[0] == b[0]  # the system prompt
+    shared = len(os.path.commonprefix([a[1]["content"], b[1]["content"]]))
+    assert demo.BASE_FUNCTION.strip() in b[1]["content"][:shared]
