@@ -152,7 +152,7 @@ def test_missing_functions_directory(demo_repo: Path, server: Any) -> None:
 
 
 @pytest.mark.parametrize("toml, needles", [
-    ('model = "x"\nepochs = \n', ["forgegit.toml", "line 2"]),
+    ('model = "x"\nepochs = \n', ["forgegit.toml:2: "]),
     ("[train\nepochs = 3\n", ["forgegit.toml"]),
     ('modle = "gpt-4o"\n', ["unknown key 'modle'", "did you mean 'model'"]),
     ('[limits]\nbogus = 1\n', ["unknown key 'bogus'"]),

@@ -68,8 +68,6 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
     test = ws.task_set(test_path, from_cli=from_cli) if test_path else (ws.task_set(s.test) if s.test and not resume else None)
     if test is not None:
         _check_sealed(test, tasks, val)
-    if val.sha256 == tasks.sha256:
-        click.echo(SAME_SETS_NOTE, err=True)
     run, merged = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge))
     _report(reprice(run, ws.settings.prices))
     if merge:  # the last word, and the exit status, say whether --merge merged
@@ -119,6 +117,8 @@ async def _train(ws: Workspace, tasks: Any, val: Any, test: Any, base_branch: Op
             else:
                 trainer.start(base_branch, run_id)
                 echo(f"run {trainer.run.run_id}: training on branch {trainer.run.branch} from {trainer.run.base_branch}")
+            if val.sha256 == tasks.sha256:  # said once the run has started, not before an error
+                click.echo(SAME_SETS_NOTE, err=True)
             try:
                 run = await trainer.train()
                 merged = trainer.merge() if merge else ""
