@@ -3,7 +3,7 @@
 Runs pytest on the `faults` marker (tests/test_reliability.py: a failing API, kills at every named step
 and at random moments and during `git worktree add`, malformed optimizer replies, notes of the wrong
 shape or forged, Ctrl-C; tests/test_hostile_code.py: hostile function code through `forgegit eval`;
-tests/test_trainer.py: the trainer's own crash points and its lock; tests/test_evalstore.py: processes
+tests/test_trainer.py: the trainer's own crash points and its lock; tests/test_notes.py: processes
 writing notes at once; tests/test_tasks.py: task lines nested too deeply) with --junitxml, reads the properties each test
 records (`fault`, `injected`, `data_lost`) and prints one row per fault:
 

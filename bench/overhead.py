@@ -112,8 +112,8 @@ def notes_lookup(tmp: Path, counts: list[int], reps: int) -> list[list[Any]]:
         r = subprocess.run([sys.executable, "-m", "forgegit", "eval"], cwd=repo, capture_output=True, text=True,
                            env=dict(os.environ), check=True)
         assert server.calls > 0, r.stdout
-        from forgegit import evalstore
-        template = evalstore.read_note(repo, git(repo, "rev-parse", "HEAD"))
+        from forgegit import notes
+        template = notes.read_note(repo, git(repo, "rev-parse", "HEAD"))
         have = 1
         for n in counts:
             _fast_import_notes(repo, have, n - have, template)

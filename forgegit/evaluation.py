@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-from . import evalstore, git, safejson
+from . import git, notes, safejson
 from .agent import AgentContext, Toolbox, Trajectory, load_agent, run_agent
 from .checkers import get_checker
 from .config import Settings
-from .errors import ForgegitError
-from .functions import load_specs
+from .functions import FunctionFileError, load_specs
 from .llm import LLM
 from .records import EvalResult, TaskResult, Usage, parse, to_json
 from .isolation import Isolation
@@ -31,14 +30,6 @@ class Progress(Protocol):
     def __call__(self, done: int, total: int, result: "TaskResult") -> None: ...
 
     def end(self) -> None: ...
-
-
-class FunctionFilesError(ForgegitError):
-    """The functions at a revision do not pass `forgegit check`; `.problems` lists them all."""
-
-    def __init__(self, message: str, problems: list[Any]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 def trajectories_dir(repo: Path, key: str) -> Path:
@@ -106,7 +97,9 @@ def _failure(t: Trajectory, passed: bool) -> Optional[str]:
     return "wrong_answer" if (t.answer or "").strip() else "no_answer"
 
 
-def sandbox_limits(s: Settings) -> Limits:
+def sandbox_limits(settings: Settings) -> Limits:
+    """The sandbox's limits from the settings (tool_timeout, memory_mb, max_output, disk_mb)."""
+    s = settings
     return Limits(timeout=s.tool_timeout, memory_mb=s.memory_mb, max_output=s.max_output, disk_mb=s.disk_mb)
 
 
@@ -125,13 +118,13 @@ class Evaluator:
     def recorded(self, commit: str, tasks: TaskSet, key: Optional[str] = None) -> Optional[EvalResult]:
         """A result for this tree, task set and settings: made by this evaluator, or (unless
         --no-cache) found in the notes. It is copied onto commit's note."""
-        key = key or evalstore.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
+        key = key or notes.eval_key(git.functions_tree(self.repo, commit), tasks.sha256, self.settings)
         hit = self._fresh.get(key)
         if hit is None and self.settings.cache:
-            hit = evalstore.find(self.repo, key, commit, [t.id for t in tasks.tasks])
+            hit = notes.find(self.repo, key, commit, [t.id for t in tasks.tasks])
         if hit is not None and hit.revision != commit:
             hit = dataclasses.replace(hit, revision=commit)
-            evalstore.record(self.repo, commit, hit)
+            notes.record(self.repo, commit, hit)
         return hit
 
     async def evaluate(self, rev: str, tasks: TaskSet, *, record: bool = True) -> EvalResult:
@@ -141,14 +134,14 @@ class Evaluator:
         """(result, whether it was reused): a recorded result when there is one, else a fresh run."""
         commit = git.resolve(self.repo, rev)
         tree = git.functions_tree(self.repo, commit)
-        key = evalstore.eval_key(tree, tasks.sha256, self.settings)
+        key = notes.eval_key(tree, tasks.sha256, self.settings)
         hit = self.recorded(commit, tasks, key)
         if hit is not None:
             return hit, True
         result = await self._run(commit, tree, key, tasks)
         self._fresh[key] = result
         if record:
-            evalstore.record(self.repo, commit, result)
+            notes.record(self.repo, commit, result)
         checkpoint_path(self.repo, key).unlink(missing_ok=True)  # the note (or this evaluator) has it all now
         return result, False
 
@@ -158,7 +151,7 @@ class Evaluator:
         specs, problems = load_specs(files)
         if problems:
             listing = "; ".join(str(p) for p in problems[:3])
-            raise FunctionFilesError(f"functions at {commit[:12]} do not pass `forgegit check`: {listing}", problems)
+            raise FunctionFileError(problems, f"functions at {commit[:12]} do not pass `forgegit check`: {listing}")
         checker = get_checker(s.checker, self.repo)
         agent = load_agent(s.agent, self.repo)
         tdir = trajectories_dir(self.repo, key)
@@ -222,7 +215,7 @@ class Evaluator:
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
             model=s.model, passed=sum(r.passed for r in ordered), total=len(ordered), usage=usage,
             results=ordered, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            settings={k: getattr(s, k) for k in evalstore.KEY_SETTINGS}, trajectories=str(tdir),
+            settings={k: getattr(s, k) for k in notes.KEY_SETTINGS}, trajectories=str(tdir),
         )
 
 

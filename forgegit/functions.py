@@ -57,11 +57,12 @@ class FunctionSpec:
 
 
 class FunctionFileError(ForgegitError):
-    """A function file broke a check rule; `.problems` lists every problem found."""
+    """Function files break check rules; `.problems` lists every problem found. The message is the first
+    problem (and how many more), unless a message saying where (a revision) is given."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], message: str = "") -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"{problems[0]}{more}")
+        super().__init__(message or f"{problems[0]}{more}")
         self.problems = problems
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from . import evalstore, git
+from . import git, notes
 from .errors import ForgegitError
 from .records import RunRecord
 from .report import MARKER_PREFIX, pct, render_markdown
@@ -247,7 +247,7 @@ def _push_notes_ref(repo: Path, remote: str, ref: str) -> Optional[str]:
     theirs = f"{ref}-remote"
     fetched = git.run(["fetch", remote, f"+{ref}:{theirs}"], repo, check=False)
     if fetched.returncode == 0:
-        with evalstore.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
+        with notes.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
             git.run(["notes", f"--ref={ref}", "merge", "-s", "ours", theirs], repo, check=False)
         if git.run(["push", remote, spec], repo, check=False).returncode == 0:
             return None

@@ -5,7 +5,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Optional
 
-from . import evalstore, git
+from . import git, notes
 from .errors import ForgegitError
 from .records import RunRecord, to_json
 
@@ -26,7 +26,7 @@ def _branches(repo: Path) -> list[str]:
 def _recorded_runs(repo: Path) -> dict[str, dict[str, Any]]:
     """Every run record in the notes, by run id (the most recently saved one where a run id repeats)."""
     runs: dict[str, dict[str, Any]] = {}
-    for note in evalstore.all_notes(repo).values():
+    for note in notes.all_notes(repo).values():
         for run_id, run in (note.get("runs") or {}).items():
             if run_id not in runs or _when(run) > _when(runs[run_id]):
                 runs[run_id] = run
@@ -60,7 +60,7 @@ def find_run_note(repo: Path, branch: str) -> tuple[str, dict[str, Any]]:
     if not git.branch_exists(repo, branch):
         raise ForgegitError(f"no branch {branch!r} (see `git branch --list '{BRANCH_PREFIX}*'`)")
     for commit in git.out(["rev-list", "--first-parent", branch], repo).splitlines():
-        run = evalstore.read_note(repo, commit).get("runs", {}).get(run_id)
+        run = notes.read_note(repo, commit).get("runs", {}).get(run_id)
         if run:
             return commit, run
     raise ForgegitError(f"{branch}: no forgegit run record in the notes (fetch them: git fetch origin refs/notes/forgegit:refs/notes/forgegit)")
@@ -75,4 +75,4 @@ def save_run(repo: Path, run: RunRecord) -> None:
     """Write the run record into its base commit's note (stamped with the time it was saved)."""
     run.started = run.started or now()
     run.updated = now()
-    evalstore.update_note(repo, run.base_commit, runs={run.run_id: to_json(run)})
+    notes.update_note(repo, run.base_commit, runs={run.run_id: to_json(run)})

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import evalstore, git
+from . import git, notes
 from .agent import Toolbox as AgentToolbox
 from .agent import _omittable_without_default
 from .config import Settings
 from .errors import ForgegitError
-from .evaluation import FunctionFilesError, sandbox_limits
-from .functions import FunctionSpec, load_specs
+from .evaluation import sandbox_limits
+from .functions import FunctionFileError, FunctionSpec, load_specs
 from .isolation import Isolation
 from .records import EvalResult
 from .sandbox import Sandbox, ToolOutcome
@@ -83,8 +83,8 @@ def recorded_scores(repo: Path, commit: str, tree: str) -> list[RecordedScore]:
 
     Notes are untrusted (anyone who can push them wrote them): an evaluation whose counts disagree with
     its task results is left out, and its texts are made one short line before they reach a client."""
-    notes = evalstore.all_notes(repo)
-    ordered = [(commit, notes.get(commit, {}))] + [(c, n) for c, n in notes.items() if c != commit]
+    by_commit = notes.all_notes(repo)
+    ordered = [(commit, by_commit.get(commit, {}))] + [(c, n) for c, n in by_commit.items() if c != commit]
     seen: set[str] = set()
     out: list[RecordedScore] = []
     for on, note in ordered:
@@ -117,8 +117,8 @@ def read_revision(repo: Path, rev: str) -> tuple[Revision, dict[str, bytes], lis
     if problems:
         listing = "; ".join(str(p) for p in problems[:3])
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise FunctionFilesError(f"functions at {rev} ({commit[:12]}) do not pass `forgegit check`: {listing}{more}",
-                                 problems)
+        raise FunctionFileError(problems,
+                                f"functions at {rev} ({commit[:12]}) do not pass `forgegit check`: {listing}{more}")
     tree = git.functions_tree(repo, commit)
     tags = git.out(["tag", "--points-at", commit], repo).split()
     revision = Revision(rev, commit, tree, tags, [s.name for s in specs], recorded_scores(repo, commit, tree))

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import evalstore, git, history, stats
+from . import git, history, notes, stats
+from .commits import commit_message, revert_message
 from .errors import ForgegitError
-from .evaluation import Evaluator, FunctionFilesError, load_trajectories, sandbox_limits
-from .functions import load_specs
-from .optimizer import REVERT_TRAILER, RUN_TRAILER, Proposal, commit_message, propose, write_actions
+from .evaluation import Evaluator, load_trajectories, sandbox_limits
+from .function_files import write_actions
+from .functions import FunctionFileError, load_specs
+from .proposal import Proposal, propose
 from .records import ActionRecord, EpochRecord, EvalResult, RunRecord, Usage, to_json
 from .sandbox import check_imports
 from .tasks import TaskSet
@@ -150,11 +152,12 @@ class Worktree:
             shutil.rmtree(self.path, ignore_errors=True)
         git.run(["worktree", "prune"], self.repo, check=False)
 
-    def git(self, *args: str, **kw: Any) -> str:
+    def git_out(self, *args: str, **kw: Any) -> str:
+        """`git ARGS` run in this checkout; its output."""
         return git.out(list(args), self.path, **kw)
 
     def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
+        return self.git_out("rev-parse", "HEAD")
 
     def close(self) -> None:
         git.run(["worktree", "unlock", str(self.path)], self.repo, check=False)
@@ -193,7 +196,7 @@ class Trainer:
         return self.ws.root
 
     @property
-    def s(self) -> Any:
+    def settings(self) -> Any:
         return self.ws.settings
 
     # -- starting and resuming
@@ -205,13 +208,13 @@ class Trainer:
         base_commit = git.resolve(self.repo, base_branch)
         _, problems = load_specs(git.read_functions(self.repo, base_commit))
         if problems:
-            raise FunctionFilesError(
-                f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])), problems)
+            raise FunctionFileError(
+                problems, f"functions on {base_branch} do not pass `forgegit check`: " + "; ".join(map(str, problems[:3])))
         run_id = run_id or new_run_id()
         branch = history.BRANCH_PREFIX + run_id
         if git.branch_exists(self.repo, branch):
             raise ForgegitError(f"branch {branch} already exists: use `forgegit train --resume {run_id}`")
-        s = self.s
+        s = self.settings
         self.run = RunRecord(
             run_id=run_id, branch=branch, base_branch=base_branch, base_commit=base_commit,
             model=s.model, optimizer_model=s.effective_optimizer_model, tasks_file=self.tasks.path,
@@ -267,7 +270,7 @@ class Trainer:
         return run
 
     def _stop_reason(self) -> str:
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         if len(run.epochs) >= s.epochs:
             return "epochs"
         streak = 0
@@ -284,7 +287,7 @@ class Trainer:
         return ""
 
     def _batch(self, epoch: int) -> TaskSet:
-        return self.tasks.sample(self.s.batch_size, self.s.seed + epoch)
+        return self.tasks.sample(self.settings.batch_size, self.settings.seed + epoch)
 
     async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
         """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
@@ -316,7 +319,7 @@ class Trainer:
                 return e.val_score
         return self.run.baseline_val_score
 
-    def _history(self) -> list[dict[str, Any]]:
+    def _score_history(self) -> list[dict[str, Any]]:
         return [
             {"epoch": e.epoch, "score": e.score_after if e.score_after is not None else e.score_before,
              "kept": e.kept, "actions": [f"{a.kind} {a.name}" for a in e.actions if a.accepted]}
@@ -324,14 +327,14 @@ class Trainer:
         ]
 
     async def _epoch(self, k: int) -> None:
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         parent = self.tree.head()
         batch = self._batch(k)
         before = await self._eval(parent, batch)
         self.echo(f"epoch {k}: score {before.score:.3f}, asking the optimizer ({run.optimizer_model})")
         files = git.read_functions(self.repo, parent)
         proposal: Proposal = await propose(
-            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._history(),
+            self.optimizer_llm, files, before, load_trajectories(self.repo, before.key), self._score_history(),
             max_actions=s.max_actions, context_tokens=s.optimizer_context_tokens, model=run.optimizer_model,
             check_imports=functools.partial(check_imports, limits=sandbox_limits(s), allow_unsafe=s.sandbox == "unsafe"),
         )
@@ -349,7 +352,7 @@ class Trainer:
             return
         write_actions(self.tree.path, proposal.actions)
         crashpoint("after-write")
-        self.tree.git("add", "-A", "--", git.FUNCTIONS_DIR)
+        self.tree.git_out("add", "-A", "--", git.FUNCTIONS_DIR)
         message = commit_message(k, proposal.actions, proposal.rationale, run.optimizer_model, run.run_id)
         git.run(["commit", "--quiet", "--no-verify", "-F", "-"], self.tree.path, input=message)
         crashpoint("after-commit")
@@ -358,7 +361,7 @@ class Trainer:
 
     async def _gate(self, epoch: EpochRecord, batch: TaskSet, before: EvalResult) -> None:
         """Evaluate the epoch's commit, keep it or revert it, and record the epoch."""
-        s = self.s
+        s = self.settings
         assert epoch.commit
         after = await self._eval(epoch.commit, batch)
         crashpoint("after-eval")
@@ -369,7 +372,7 @@ class Trainer:
         epoch.flipped_up = [t for t in a if a[t] and not b.get(t)]
         epoch.flipped_down = [t for t in b if b[t] and not a.get(t)]
         epoch.usage.add(self.last_spent)
-        evalstore.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.commit, epoch=to_json(epoch))
         crashpoint("after-note")
         if decision.kept:
             epoch.val_score = await self._val_score(epoch.commit, after)
@@ -383,13 +386,13 @@ class Trainer:
 
     def _revert(self, epoch: EpochRecord) -> None:
         assert epoch.commit
-        self.tree.git("revert", "--no-commit", epoch.commit)
+        self.tree.git_out("revert", "--no-commit", epoch.commit)
         crashpoint("during-revert")
-        message = (f"forgegit: revert epoch {epoch.epoch} ({epoch.gate.reason if epoch.gate else 'no improvement'})\n\n"
-                   f"This reverts commit {epoch.commit}.\n\n{REVERT_TRAILER}: {epoch.epoch}\n{RUN_TRAILER}: {self.run.run_id}\n")
+        message = revert_message(epoch.epoch, epoch.gate.reason if epoch.gate else "no improvement", epoch.commit,
+                                 self.run.run_id)
         git.run(["commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-"], self.tree.path, input=message)
         epoch.revert = self.tree.head()
-        evalstore.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
+        notes.update_note(self.repo, epoch.revert, epoch=to_json(epoch))
 
     def _record_epoch(self, epoch: EpochRecord) -> None:
         """Record the whole epoch, then move the branch to its end (the only time the branch moves)."""
@@ -403,7 +406,7 @@ class Trainer:
 
     async def _final(self) -> None:
         """The final gate: best revision vs the base on the validation set; then the sealed test, once."""
-        run, s = self.run, self.s
+        run, s = self.run, self.settings
         if not run.stop_reason:
             run.stop_reason = self._stop_reason() or "epochs"
         head = git.resolve(self.repo, run.branch)
@@ -423,7 +426,7 @@ class Trainer:
                                      min_delta=s.min_delta, seed=s.seed)
         run.best_commit, run.best_score = run.trained_commit, run.trained_score  # never a revert commit
         run.status = "finished"
-        evalstore.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
+        notes.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
                                                       "test": to_json(run.test)})
         history.save_run(self.repo, run)
 
@@ -442,8 +445,8 @@ class Trainer:
                 return f"not merged: {run.base_branch} is checked out in {holder} with uncommitted changes; merge {run.branch} yourself"
             git.run(["merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch], holder)
         else:
-            self.tree.git("checkout", "--quiet", "--detach", old)
-            self.tree.git("merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch)
+            self.tree.git_out("checkout", "--quiet", "--detach", old)
+            self.tree.git_out("merge", "--no-ff", "--no-edit", "-m", f"Merge {run.branch} (forgegit: {_gain(run)})", run.branch)
             git.run(["update-ref", base_ref, self.tree.head(), old], self.repo)
         return f"merged {run.branch} into {run.base_branch}"
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import git as sh_git
 from conftest import make_repo
 
-from forgegit import evalstore, git
+from forgegit import git, notes
 
 GOOD = 'def add(a: int, b: int) -> int:\n    """Add."""\n    return a + b\n'
 HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "post-checkout", "post-merge",
@@ -49,8 +49,8 @@ def test_no_git_command_forgegit_runs_runs_a_hook(tmp_path: Path, where: str) ->
     git.run(["checkout", "--quiet", "main"], repo)
     git.run(["merge", "--no-ff", "--no-edit", "-m", "merge topic", "topic"], repo)
     git.run(["update-ref", "refs/heads/side", git.out(["rev-parse", "HEAD"], repo)], repo)
-    evalstore.update_note(repo, git.out(["rev-parse", "HEAD"], repo), final={"run": "r"})
-    assert evalstore.all_notes(repo)
+    notes.update_note(repo, git.out(["rev-parse", "HEAD"], repo), final={"run": "r"})
+    assert notes.all_notes(repo)
     assert not marker.exists(), marker.read_text()
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import git
 
-from forgegit import demo, evalstore, history
+from forgegit import demo, history, notes
 from forgegit.cli import cli
 from forgegit.scripted import text, tool_calls, tool_names
 from forgegit.stats import mcnemar_exact
@@ -87,7 +87,7 @@ def test_raw_delta_keeps_a_lucky_useless_epoch_but_mcnemar_does_not(noisy_repo: 
     assert (epoch.gate.up, epoch.gate.down) == (up, down)
     assert epoch.gate.p_value == pytest.approx(mcnemar_exact(up, down))
     # the epoch's own note records the test, its p-value and the flips
-    note = evalstore.read_note(repo, epoch.commit)["epoch"]["gate"]
+    note = notes.read_note(repo, epoch.commit)["epoch"]["gate"]
     assert note["test"] == "mcnemar" and note["up"] == up and note["down"] == down and note["p_value"] > 0.1
     assert not paired.improved
 

@@ -194,7 +194,7 @@ def test_the_optimizers_prompt_keeps_the_functions_in_its_cacheable_prefix_when_
     """After an epoch adds a function, the next optimizer prompt still starts with the same system
     prompt and the same earlier function sources (no count in the heading that would change first),
     so a provider's prefix cache serves them again."""
-    from forgegit.optimizer import build_prompt
+    from forgegit.prompt import build_prompt
     from forgegit.records import EvalResult, TaskResult
 
     results = [TaskResult("t1", False, "1", "2", "expected 2, got 1")]

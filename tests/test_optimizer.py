@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 import pytest
 
 from forgegit.errors import ForgegitError
-from forgegit.optimizer import (
-    ACTION_TOOLS, Action, apply_actions, build_prompt, commit_message, parse_actions, propose,
-    validate_action, write_actions,
-)
+from forgegit.commits import commit_message
+from forgegit.function_files import Action, apply_actions, write_actions
+from forgegit.prompt import ACTION_TOOLS, build_prompt
+from forgegit.proposal import parse_actions, propose, validate_action
 from forgegit.records import EvalResult, TaskResult, Usage
 from forgegit.scripted import ScriptedServer, tool_calls
 from forgegit.tokens import count_message_tokens

@@ -34,7 +34,7 @@ import pytest
 
 from conftest import git, run_outcome
 
-from forgegit import demo, evalstore, history
+from forgegit import demo, history, notes
 from forgegit.scripted import HTTPError, RawResponse, Reply, ScriptedServer, text, tool_calls
 from forgegit.trainer import CRASH_ENV
 
@@ -255,7 +255,7 @@ class UserState:
         sym = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
         return cls(git(repo, "rev-parse", "HEAD"), sym, git(repo, "rev-parse", "main"),
                    git(repo, "status", "--porcelain", "--untracked-files=all"), git(repo, "diff"),
-                   git(repo, "diff", "--cached"), evalstore.all_notes(repo))
+                   git(repo, "diff", "--cached"), notes.all_notes(repo))
 
 
 def make_user_repo(path: Path, server_url: str) -> tuple[Path, UserState]:
@@ -689,7 +689,7 @@ BAD_NOTES = {
 
 
 def _put_note(repo: Path, commit: str, text: str) -> None:
-    subprocess.run(["git", "notes", "--ref", evalstore.NOTES_REF, "add", "-f", "-F", "-", commit], cwd=repo,
+    subprocess.run(["git", "notes", "--ref", notes.NOTES_REF, "add", "-f", "-F", "-", commit], cwd=repo,
                    input=text, text=True, check=True, capture_output=True)
 
 
@@ -734,7 +734,7 @@ def test_a_forged_evaluation_in_the_notes_is_not_reused(api: Any, tmp_path: Path
     repo = demo.make_repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD")
     real = json.loads(forgegit(repo, url, "eval", "--json").stdout)
-    note = json.loads(git(repo, "notes", "--ref", evalstore.NOTES_REF, "show", base))
+    note = json.loads(git(repo, "notes", "--ref", notes.NOTES_REF, "show", base))
     perfect = [dict(r, passed=True, failure=None) for r in real["results"]]
     forgeries = {
         "another tree": dict(real, tree="0" * 40, passed=real["total"], results=perfect),
@@ -792,7 +792,7 @@ def test_an_evaluation_that_fails_midway_keeps_its_finished_tasks_and_a_rerun_pa
     result = json.loads(rerun.stdout)
     assert result["total"] == 12 and len(result["results"]) == 12
     head = git(repo, "rev-parse", "HEAD")
-    assert result["key"] in json.loads(git(repo, "notes", "--ref", evalstore.NOTES_REF, "show", head))["evals"]
+    assert result["key"] in json.loads(git(repo, "notes", "--ref", notes.NOTES_REF, "show", head))["evals"]
     state = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "forgegit"
     assert not list((state / "checkpoints").glob("*.jsonl"))  # the note holds it all now
     assert not lost

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import click
 
-from .. import evalstore, git, safejson
+from .. import git, notes, safejson
 from ..cost import reprice
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown
@@ -93,7 +93,7 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     """Combine shard results (from `--shard K/N --out FILE`) into one result for the whole task set."""
     full = ws.task_set(tasks_path, from_cli=True)
     commit = git.resolve(ws.root, rev)
-    key = evalstore.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
+    key = notes.eval_key(git.functions_tree(ws.root, commit), full.sha256, ws.settings)
     parts: list[EvalResult] = []
     for f in files:
         try:
@@ -114,7 +114,7 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     merged = EvalResult(key, commit, parts[0].tree, full.path, full.sha256, ws.settings.model,
                         sum(r.passed for r in results), len(results), usage, results, parts[0].created,
                         parts[0].settings, "")
-    evalstore.record(ws.root, commit, merged)
+    notes.record(ws.root, commit, merged)
     return merged
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .. import evalstore, git, history
+from .. import git, history, notes
 from ..cost import reprice
 from ..errors import ForgegitError
 from ..evaluation import breakdown
@@ -18,7 +18,7 @@ from ..workspace import Workspace
 
 def recorded_eval(repo: Path, commit: str, tasks_file: str) -> Optional[EvalResult]:
     """The newest evaluation of commit on tasks_file found in its note."""
-    evals = evalstore.read_note(repo, commit).get("evals", {})
+    evals = notes.read_note(repo, commit).get("evals", {})
     matches = [EvalResult.from_json(e) for e in evals.values() if e.get("tasks_file") == tasks_file]
     return max(matches, key=lambda e: (e.total, e.created)) if matches else None
 
