@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "sandbox.py", "faults.py",
-              "prompt_scale.py", "conversations_store.py", "attribution.py"]
+              "prompt_scale.py", "conversations_store.py", "attribution.py", "prompt_cache.py"]
 
 
 def main(argv: list[str]) -> int:

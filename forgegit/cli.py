@@ -66,6 +66,19 @@ def _annotate(exc: ForgegitError) -> None:
         click.echo(annotation("error", p.message, file=p.path, line=p.line))
 
 
+def _command_path(exc: click.UsageError, argv: Optional[list[str]]) -> str:
+    """`forgegit eval` for a usage mistake in eval's options (click does not always say which command)."""
+    if exc.ctx is not None and exc.ctx.command_path:
+        return exc.ctx.command_path
+    args = sys.argv[1:] if argv is None else argv
+    name = next((a for a in args if not a.startswith("-")), "")
+    return f"forgegit {name}" if name in COMMANDS else "forgegit"
+
+
+# click >= 8.2 raises this for a bare `forgegit`; earlier versions print the help themselves.
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: Optional[list[str]] = None) -> Any:
     """Entry point: ForgegitError becomes one line on stderr and a non-zero exit, never a traceback."""
     try:
@@ -77,8 +90,15 @@ def main(argv: Optional[list[str]] = None) -> Any:
     except click.exceptions.Abort:
         click.echo("forgegit: aborted", err=True)
         sys.exit(130)
+    except _NO_ARGS_IS_HELP as exc:  # bare `forgegit`: the help, as click shows it
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # the same one-line style as every other error, with where to look
+        hint = f" (see `{_command_path(exc, argv)} --help`)"
+        click.echo(f"forgegit: error: {safe_text(exc.format_message())}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"forgegit: error: {safe_text(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("forgegit: interrupted", err=True)

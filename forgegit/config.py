@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import ForgegitError
 from .sandbox import Limits
@@ -68,7 +69,7 @@ class Settings:
     show_expected: bool = field(default=True, metadata={"doc": "Show the optimizer each failed training task's expected answer (it helps, and invites hard-coding that only validation catches); validation and test answers are never shown."})
     optimizer_context_tokens: int = field(default=12000, metadata={"doc": "Token budget of the optimizer's prompt (functions, score history and trajectories)."})
     seed: int = field(default=0, metadata={"doc": "Seed for sampling minibatches and the bootstrap."})
-    prices: dict[str, Any] = field(default_factory=dict, metadata={"doc": "USD per 1M tokens by model, e.g. {\"my-model\" = {prompt = 0.5, completion = 1.5}}."})
+    prices: dict[str, Any] = field(default_factory=dict, metadata={"doc": "USD per 1M tokens by model: prompt, completion, and cached (a prompt token served from the provider's prompt cache)."})
 
     @property
     def effective_optimizer_model(self) -> str:
@@ -80,6 +81,47 @@ class Settings:
 
 
 _TYPES = {f.name: f for f in dataclasses.fields(Settings)}
+_TABLES = ("agent", "train", "limits", "data")  # tables whose keys are settings, like top-level ones
+_KEY = re.compile(r"""^\s*(?:"([^"]+)"|'([^']+)'|([A-Za-z0-9_-]+))\s*=""")
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+LineOf = Callable[[str], Optional[int]]
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The line (1-based) where each setting is set in forgegit.toml text: keys at top level or in
+    the [agent], [train], [limits], [data] tables, and `prices` (its table or its key)."""
+    found: dict[str, int] = {}
+    table = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        header = _TABLE.match(line)
+        if header:
+            table = header.group(1)
+            if table == "prices":
+                found.setdefault("prices", n)
+            continue
+        m = _KEY.match(line)
+        if m and (table == "" or table in _TABLES):
+            found.setdefault(next(g for g in m.groups() if g is not None), n)
+    return found
+
+
+def _set_twice(text: str, line: int) -> Optional[str]:
+    """"key is set twice ..." when the TOML error at line is a key already set in the same table."""
+    table, seen = "", dict[tuple[str, str], int]()
+    for n, raw in enumerate(text.splitlines()[:line], 1):
+        header = _TABLE.match(raw)
+        if header:
+            table = header.group(1)
+            continue
+        m = _KEY.match(raw)
+        if m:
+            key = (table, next(g for g in m.groups() if g is not None))
+            if n == line and key in seen:
+                return f"{key[1]} is set twice (first on line {seen[key]}): keep one"
+            seen.setdefault(key, n)
+    return None
 
 
 def _check_type(name: str, value: Any, where: str) -> Any:
@@ -93,60 +135,83 @@ def _check_type(name: str, value: Any, where: str) -> Any:
 
 
 def parse_config(text: str, where: str = CONFIG_FILE) -> Settings:
-    """Settings from TOML text. Keys may sit at top level or in [agent], [train], [limits] tables."""
+    """Settings from TOML text. Keys may sit at top level or in [agent], [train], [limits], [data]
+    tables. An error names the file and the line of the key: `forgegit.toml:12: patience must be >= 1, got 0`."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        message = str(exc)
+        if message.endswith("(at end of document)"):
+            message = message.replace("(at end of document)", f"(at line {max(1, len(text.splitlines()))}, column {len((text.splitlines() or [''])[-1]) + 1})")
+        at = _TOML_AT.search(message)
+        twice = _set_twice(text, int(at.group(1))) if at else None
+        if twice:
+            raise ConfigError(f"{where}:{at.group(1) if at else ''}: {twice}") from None
+        if at:
+            raise ConfigError(f"{where}:{at.group(1)}: {message[:at.start()]} (column {at.group(2)})") from None
+        raise ConfigError(f"{where}: {message}") from None
+    lines = key_lines(text)
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict) and key in ("agent", "train", "limits", "data"):
+        if isinstance(value, dict) and key in _TABLES:
             for k, v in value.items():
                 flat[k] = v
         else:
             flat[key] = value
     values: dict[str, Any] = {}
     for key, value in flat.items():
+        place = f"{where}:{lines[key]}" if key in lines else where
         if key not in _TYPES:
             close = [k for k in _TYPES if k.startswith(key[:3])]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-        values[key] = _check_type(key, value, where)
+            raise ConfigError(f"{place}: unknown key {key!r}{hint}")
+        values[key] = _check_type(key, value, place)
     settings = Settings(**values)
-    validate(settings, where)
+    validate(settings, where, lines.get)
     return settings
 
 
-def validate(s: Settings, where: str = "settings") -> None:
-    """Range checks that apply however a value was set."""
+def validate(s: Settings, where: str = "settings", line_of: Optional[LineOf] = None) -> None:
+    """Range checks that apply however a value was set; the message names the key (and its line)."""
+
+    def fail(key: str, message: str) -> None:
+        line = line_of(key) if line_of else None
+        raise ConfigError(f"{where}{f':{line}' if line else ''}: {message}")
+
     positive = {"max_turns": s.max_turns, "concurrency": s.concurrency, "memory_mb": s.memory_mb, "max_output": s.max_output,
                 "disk_mb": s.disk_mb}
     for name, v in positive.items():
         if v < 1:
-            raise ConfigError(f"{where}: {name} must be at least 1, got {v}")
-    if s.max_tokens < 0 or s.optimizer_max_tokens < 0 or s.context_window < 0:
-        raise ConfigError(f"{where}: max_tokens, optimizer_max_tokens and context_window must be >= 0 (0: not set)")
+            fail(name, f"{name} must be at least 1, got {v}")
+    for name in ("max_tokens", "optimizer_max_tokens", "context_window", "epochs", "batch_size", "budget_tokens",
+                 "optimizer_context_tokens"):
+        if getattr(s, name) < 0:
+            fail(name, f"{name} must be >= 0{' (0: not set)' if 'tokens' in name or name == 'context_window' else ''}, "
+                       f"got {getattr(s, name)}")
+    for name in ("patience", "max_actions"):
+        if getattr(s, name) < 1:
+            fail(name, f"{name} must be >= 1, got {getattr(s, name)}")
+    if s.budget_usd < 0:
+        fail("budget_usd", f"budget_usd must be >= 0 (0: no limit), got {s.budget_usd}")
     if s.conversation_kb < 0:
-        raise ConfigError(f"{where}: conversation_kb must be >= 0 (0 stores no conversation), got {s.conversation_kb}")
+        fail("conversation_kb", f"conversation_kb must be >= 0 (0 stores no conversation), got {s.conversation_kb}")
     if s.timeout <= 0:
-        raise ConfigError(f"{where}: timeout must be positive, got {s.timeout}")
+        fail("timeout", f"timeout must be positive, got {s.timeout}")
     if s.tool_choice not in ("", "auto", "required", "none"):
-        raise ConfigError(f"{where}: tool_choice must be auto, required, none or empty (send none), got {s.tool_choice!r}")
+        fail("tool_choice", f"tool_choice must be auto, required, none or empty (send none), got {s.tool_choice!r}")
     if s.tool_timeout <= 0:
-        raise ConfigError(f"{where}: tool_timeout must be positive, got {s.tool_timeout}")
-    if s.epochs < 0 or s.patience < 1 or s.max_actions < 1:
-        raise ConfigError(f"{where}: epochs must be >= 0, patience and max_actions >= 1")
+        fail("tool_timeout", f"tool_timeout must be positive, got {s.tool_timeout}")
     if s.sandbox not in ("strict", "unsafe"):
-        raise ConfigError(f"{where}: sandbox must be strict or unsafe, got {s.sandbox!r}")
+        fail("sandbox", f"sandbox must be strict or unsafe, got {s.sandbox!r}")
     if s.gate not in ("mcnemar", "bootstrap", "delta", "no-worse"):
-        raise ConfigError(f"{where}: gate must be mcnemar, bootstrap, delta or no-worse, got {s.gate!r}")
+        fail("gate", f"gate must be mcnemar, bootstrap, delta or no-worse, got {s.gate!r}")
     if not 0 < s.alpha < 1:
-        raise ConfigError(f"{where}: alpha must be between 0 and 1, got {s.alpha}")
+        fail("alpha", f"alpha must be between 0 and 1, got {s.alpha}")
     from .cost import _override_prices
     try:  # a malformed [prices] entry would otherwise fail only after the first paid model call
         _override_prices(s.prices)
     except ForgegitError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        fail("prices", str(exc))
 
 
 def load_settings(root: str | Path, path: Optional[str | Path] = None) -> Settings:
@@ -160,36 +225,56 @@ def load_settings(root: str | Path, path: Optional[str | Path] = None) -> Settin
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read ({exc})") from None
-    return parse_config(text, str(p))
+    return parse_config(text, _display(p))
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, dict):
-        return "{}" if not v else "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    return repr(v)
+def _display(p: Path) -> str:
+    """p as the user would type it: relative to the current directory when inside it."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
+
+
+def _inline(value: dict[str, Any]) -> Any:
+    """A dict as a TOML inline table (nested dicts too), so it never opens a [table] that later keys fall into."""
+    import tomlkit
+    table = tomlkit.inline_table()
+    for k, v in value.items():
+        table[k] = _inline(v) if isinstance(v, dict) else v
+    return table
+
+
+PRICES_EXAMPLE = 'prices = { "my-model" = { prompt = 0.5, completion = 1.5, cached = 0.25 } }'
 
 
 def render_config(settings: Optional[Settings] = None) -> str:
-    """A forgegit.toml with every key documented (what `forgegit init` writes)."""
+    """A forgegit.toml with every key documented (what `forgegit init` writes), written with tomlkit.
+
+    A key at its default is written commented out (`# epochs = 5`), so a key a user appends or
+    uncomments is never set twice; every key is top-level (`prices` an inline table), so nothing
+    appended at the end lands inside a table; each commented line is valid TOML once uncommented."""
+    import tomlkit
     s = settings or Settings()
-    lines = [
-        "# forgegit configuration. Every key is optional; CLI flags override these values.",
-        "# The endpoint comes from the OpenAI SDK's own variables: OPENAI_BASE_URL and OPENAI_API_KEY",
-        "# (OpenAI, Azure, vLLM, Ollama, llama.cpp server all work).",
-        "",
-    ]
+    defaults = Settings()
+    doc = tomlkit.document()
+    for line in ("forgegit configuration. Every key is optional: each is shown at its default, commented out;",
+                 "uncomment a line (or add one anywhere) to change it. CLI flags override these values.",
+                 "The endpoint comes from the OpenAI SDK's own variables: OPENAI_BASE_URL and OPENAI_API_KEY",
+                 "(OpenAI, Azure, vLLM, Ollama, llama.cpp server all work)."):
+        doc.add(tomlkit.comment(line))
     for f in dataclasses.fields(Settings):
+        doc.add(tomlkit.nl())
+        doc.add(tomlkit.comment(f.metadata["doc"]))
+        value = getattr(s, f.name)
         if f.name == "prices":
-            continue
-        lines.append(f"# {f.metadata['doc']}")
-        lines.append(f"{f.name} = {_toml_value(getattr(s, f.name))}")
-        lines.append("")
-    lines.append("# " + _TYPES["prices"].metadata["doc"])
-    lines.append("[prices]")
-    for k, v in s.prices.items():
-        lines.append(f"{_toml_value(k)} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
+            doc.add(tomlkit.comment("For example (cached is optional; without it a cached token costs the prompt rate):"))
+            if not value:
+                doc.add(tomlkit.comment(PRICES_EXAMPLE))
+                continue
+            doc.add(f.name, _inline(value))
+        elif value == getattr(defaults, f.name):
+            doc.add(tomlkit.comment(tomlkit.dumps({f.name: value}).strip()))
+        else:
+            doc.add(f.name, value)
+    return tomlkit.dumps(doc)

@@ -8,7 +8,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from . import conversations, git, notes, safejson
 from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
@@ -21,7 +21,15 @@ from .isolation import Isolation
 from .sandbox import Limits, Sandbox
 from .tasks import Task, TaskSet
 
-Progress = Callable[[int, int, "TaskResult"], None]
+class Progress(Protocol):
+    """Told about one evaluation at a time: begin (with the tasks a checkpoint already holds), each
+    finished task, end. So a progress line counts one evaluation, never several."""
+
+    def begin(self, label: str, total: int, done: int) -> None: ...
+
+    def __call__(self, done: int, total: int, result: "TaskResult") -> None: ...
+
+    def end(self) -> None: ...
 
 
 def trajectories_dir(repo: Path, key: str) -> Path:
@@ -220,6 +228,8 @@ class Evaluator:
 
             ckpt_file = open(ckpt, "a", encoding="utf-8")
             jobs = [asyncio.ensure_future(one(t)) for t in tasks.tasks if t.id not in results]
+            if self.progress:
+                self.progress.begin(f"{commit[:7]} on {tasks.path}", len(tasks), len(results))
             try:
                 await asyncio.gather(*jobs)
             except BaseException:
@@ -229,6 +239,8 @@ class Evaluator:
                 raise
             finally:
                 ckpt_file.close()
+                if self.progress:
+                    self.progress.end()
         ordered = [results[t.id] for t in tasks.tasks]
         return EvalResult(
             key=key, revision=commit, tree=tree, tasks_file=tasks.path, tasks_hash=tasks.sha256,
@@ -244,7 +256,7 @@ def breakdown(result: EvalResult, field_name: str) -> list[tuple[str, int, int]]
     """Scores grouped by a task field (e.g. subject): [(value, passed, total)]."""
     groups: dict[str, list[int]] = {}
     for r in result.results:
-        value = str(r.fields.get(field_name, "(none)"))
+        value = r.task_id if field_name == "id" else str(r.fields.get(field_name, "(none)"))
         g = groups.setdefault(value, [0, 0])
         g[0] += int(r.passed)
         g[1] += 1

@@ -26,6 +26,7 @@ from .report import MARKER_PREFIX, pct, render_markdown
 
 TRAIN_PREFIX = "forgegit/train/"
 NOTES_REF = "refs/notes/forgegit"
+SUMMARY_REF = "refs/notes/forgegit-summary"
 DEFAULT_API_URL = "https://api.github.com"
 TIMEOUT = 30.0
 MAX_PAGES = 10  # of 100 items: what forgegit reads of one list
@@ -264,19 +265,32 @@ def push_branch(repo: Path, branch: str, remote: str = "origin") -> None:
 
 
 def push_notes(repo: Path, remote: str = "origin") -> Optional[str]:
-    """Push refs/notes/forgegit, merging the remote's notes first if it moved; a warning or None."""
-    if git.run(["rev-parse", "--verify", "--quiet", NOTES_REF], repo, check=False).returncode != 0:
+    """Push refs/notes/forgegit (and its one-line summaries, refs/notes/forgegit-summary), merging the
+    remote's notes first if they moved; a warning or None."""
+    warnings = [w for w in (_push_notes_ref(repo, remote, ref) for ref in (NOTES_REF, SUMMARY_REF)) if w]
+    return "; ".join(warnings) or None
+
+
+def _push_notes_ref(repo: Path, remote: str, ref: str) -> Optional[str]:
+    if git.run(["rev-parse", "--verify", "--quiet", ref], repo, check=False).returncode != 0:
         return None
-    spec = f"{NOTES_REF}:{NOTES_REF}"
+    spec = f"{ref}:{ref}"
     if git.run(["push", remote, spec], repo, check=False).returncode == 0:
         return None
     # Someone else added notes: merge theirs in (both sides' results kept), then push again.
-    fetched = git.run(["fetch", remote, f"+{NOTES_REF}:refs/notes/forgegit-remote"], repo, check=False)
+    theirs = f"{ref}-remote"
+    fetched = git.run(["fetch", remote, f"+{ref}:{theirs}"], repo, check=False)
     if fetched.returncode == 0:
-        notes.merge_from(repo, "refs/notes/forgegit-remote")  # a note both sides wrote keeps both's results
+        if ref == NOTES_REF:
+            notes.merge_from(repo, theirs)  # a note both sides wrote keeps both's results
+        else:  # the one-line summaries: ours wins for the same commit
+            with notes.notes_lock(repo):  # no forgegit writer moves the ref while the merge does
+                git.run(["notes", f"--ref={ref}", "merge", "-s", "ours", theirs], repo, check=False)
         if git.run(["push", remote, spec], repo, check=False).returncode == 0:
             return None
-    return f"could not push {NOTES_REF} to {remote}: the PR is fine, but `forgegit log` elsewhere lacks this run"
+    if ref == SUMMARY_REF:
+        return f"could not push {ref} to {remote}: `git log --notes=forgegit-summary` elsewhere lacks this run's lines"
+    return f"could not push {ref} to {remote}: the PR is fine, but `forgegit log` elsewhere lacks this run"
 
 
 # --- the pull request -----------------------------------------------------------------
@@ -286,7 +300,7 @@ def pr_title(run: RunRecord) -> str:
     g = run.final_gate
     if g:
         return f"forgegit: trained functions, validation {pct(g.base_score)} → {pct(g.head_score)} ({run.run_id})"
-    return f"forgegit: trained functions, training {pct(run.baseline_score)} → {pct(run.best_score)} ({run.run_id})"
+    return f"forgegit: trained functions, training {pct(run.baseline_score)} → {pct(run.trained_score)} ({run.run_id})"
 
 
 def manual_hint(server_url: str, repository: str, base: str, branch: str, remote: str) -> str:

@@ -9,7 +9,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import openai
 
@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 from . import safejson
 from .cost import cost_of
 from .errors import ForgegitError
-from .records import Usage
+from .records import ModelTokens, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_BACKOFF_ENV = "FORGEGIT_RETRY_BACKOFF"  # seconds before the first retry (doubles each time)
@@ -71,6 +71,7 @@ class Endpoint:
     @classmethod
     def from_env(cls, base_url: Optional[str] = None, api_key: Optional[str] = None) -> "Endpoint":
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        check_base_url(url, "OPENAI_BASE_URL" if not base_url else "the endpoint")
         key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         if not key:
             host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
@@ -79,6 +80,21 @@ class Endpoint:
             else:
                 raise LLMError(f"OPENAI_API_KEY is not set (endpoint {url}): export it, or set OPENAI_BASE_URL to a local server", "auth")
         return cls(url.rstrip("/"), key)
+
+
+def check_base_url(url: str, name: str = "OPENAI_BASE_URL") -> None:
+    """Refuse at once a base URL that cannot be reached at all (no scheme or no host): retrying it
+    would only wait, e.g. `OPENAI_BASE_URL=localhost:11434`."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        bare = url.strip().split("://", 1)[-1]
+        raise LLMError(f"{name}={url!r} is not an http(s) URL with a host: write it in full, "
+                       f"e.g. http://{bare or 'localhost:11434/v1'}", "config")
 
 
 def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,8 +140,11 @@ class LLM:
         tool_choice: str = "auto",
         context_window: int = 0,
         role: str = "agent",
+        on_retry: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.model = model
+        self.on_retry = on_retry  # told one line per retry, e.g. "retrying in 4s: connection refused"
+        self._told: dict[str, float] = {}
         self.endpoint = endpoint or Endpoint.from_env()
         self.cache = cache
         self.use_cache = use_cache
@@ -157,8 +176,8 @@ class LLM:
             await self._client.close()
             self._client = None
 
-    def _cost(self, model: str, prompt: int, completion: int) -> float:
-        return cost_of(model, prompt, completion, self.prices)
+    def _cost(self, model: str, prompt: int, completion: int, cached: int = 0) -> float:
+        return cost_of(model, prompt, completion, self.prices, cached)
 
     async def chat(
         self,
@@ -242,8 +261,9 @@ class LLM:
         if cached:
             usage = Usage(cached_calls=1)
         else:
-            p, c = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-            usage = Usage(prompt_tokens=p, completion_tokens=c, calls=1, cost=self._cost(model, p, c))
+            p, c, hit = _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")), cached_prompt_tokens(u)
+            usage = Usage(prompt_tokens=p, completion_tokens=c, calls=1, cost=self._cost(model, p, c, hit),
+                          cached_tokens=hit, models={model: ModelTokens(p, c, hit)})
         self.usage.add(usage)
         return ChatResult(_message_dict(choice.get("message") or {}), choice.get("finish_reason") or "stop", usage, cached)
 
@@ -271,7 +291,20 @@ class LLM:
                 delay *= 1 + random.random() * 0.1
                 if self.limiter is not None and r.kind == "rate_limit":
                     self.limiter.throttled(delay)
+                self._tell_retry(delay, attempt, r)
                 await asyncio.sleep(delay)
+
+    def _tell_retry(self, delay: float, attempt: int, r: "_Retry") -> None:
+        """One line per retry; the same line from concurrent tasks within a second is said once."""
+        if self.on_retry is None:
+            return
+        line = f"retrying in {_seconds(delay)}: {r.reason or r.message} (retry {attempt} of {self.max_retries})"
+        now = time.monotonic()
+        key = f"{attempt}:{r.reason or r.message}"
+        if now - self._told.get(key, -10.0) < 1.0 + delay:
+            return
+        self._told[key] = now
+        self.on_retry(line)
 
     async def _call_once(self, params: dict[str, Any]) -> dict[str, Any]:
         where = self.endpoint.base_url
@@ -297,7 +330,8 @@ class LLM:
                 raise LLMError(f"{where} answered {exc.status_code}: {message}: {self._hint()}", "context_length") from None
             if exc.status_code in RETRYABLE_STATUS and not (exc.status_code >= 500 and _REFUSAL.search(message)):
                 kind = "rate_limit" if exc.status_code == 429 else "server"
-                raise _Retry(f"{where} answered {exc.status_code}: {message}", kind, _retry_after(exc)) from None
+                raise _Retry(f"{where} answered {exc.status_code}: {message}", kind, _retry_after(exc),
+                             f"HTTP {exc.status_code} from {where}: {message[:100]}") from None
             raise LLMError(f"{where} answered {exc.status_code} (not retried: the server refused this request): {message}",
                            "bad_request") from None
         except openai.APITimeoutError:
@@ -306,7 +340,9 @@ class LLM:
             raise LLMError(f"{where} gave no reply within {self.timeout:g}s: raise `timeout` in forgegit.toml (or --timeout), "
                            f"or lower max_tokens", "timeout") from None
         except openai.APIConnectionError as exc:
-            raise _Retry(f"cannot reach {where} ({exc.__cause__ or exc}): is the server up? set OPENAI_BASE_URL", "connection") from None
+            reason = _connection_reason(exc)
+            raise _Retry(f"cannot reach {where} ({reason}): is the server up? set OPENAI_BASE_URL", "connection",
+                         None, f"{reason} ({where})") from None
         try:
             raw = safejson.loads(text)  # a body nested too deeply is bad JSON too, not a RecursionError
         except ValueError:
@@ -383,6 +419,21 @@ def _props_n_ctx(props: Any) -> Optional[int]:
     return None
 
 
+def _count(value: Any) -> int:
+    """A token count from a server's usage object (anything else counts 0)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+
+
+def cached_prompt_tokens(usage: Any) -> int:
+    """The prompt tokens a provider served from its prompt cache: OpenAI's (and vLLM's, llama.cpp's)
+    `usage.prompt_tokens_details.cached_tokens`, or DeepSeek's `prompt_cache_hit_tokens`."""
+    if not isinstance(usage, dict):
+        return 0
+    details = usage.get("prompt_tokens_details")
+    hit = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return min(hit or _count(usage.get("prompt_cache_hit_tokens")), _count(usage.get("prompt_tokens")))
+
+
 def _env_backoff() -> float:
     """First retry delay in seconds: FORGEGIT_RETRY_BACKOFF (e.g. 0.01 in tests), else 1."""
     value = os.environ.get(RETRY_BACKOFF_ENV, "")
@@ -393,9 +444,36 @@ def _env_backoff() -> float:
 
 
 class _Retry(Exception):
-    def __init__(self, message: str, kind: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, message: str, kind: str, retry_after: Optional[float] = None, reason: str = "") -> None:
         super().__init__(message)
-        self.message, self.kind, self.retry_after = message, kind, retry_after
+        self.message, self.kind, self.retry_after, self.reason = message, kind, retry_after, reason
+
+
+def _seconds(delay: float) -> str:
+    """A delay for people: "4s", "1.5s", "0.01s"."""
+    if delay >= 10:
+        return f"{delay:.0f}s"
+    return f"{delay:.2g}s" if delay < 1 else f"{delay:.1f}".rstrip("0").rstrip(".") + "s"
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused", "unknown host ...")."""
+    import errno
+    import socket
+    seen: set[int] = set()
+    cause: Optional[BaseException] = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if "connection refused" in str(cause).lower():
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc.__cause__ or exc)[:120] or type(exc).__name__
 
 
 def _retry_after(exc: openai.APIStatusError) -> Optional[float]:

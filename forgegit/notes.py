@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from . import git, safejson
+from . import git, safejson, summary
 from .config import Settings
 from .errors import ForgegitError
 from .records import Comparison, EpochRecord, EvalResult, RecordError, RunRecord, check
@@ -322,6 +322,7 @@ def update_note(repo: Path, commit: str, **parts: Any) -> dict[str, Any]:
         for attempt in range(CAS_ATTEMPTS):
             note = _try_update(repo, commit, parts)
             if note is not None:
+                summary.write(repo, commit, note)  # the one line people read, beside the data
                 return note
             time.sleep(random.random() * min(0.2, 0.002 * 2 ** attempt))  # someone else moved the ref
     raise ForgegitError(f"cannot update {NOTES_REF}: it kept changing under {CAS_ATTEMPTS} attempts")

@@ -116,8 +116,9 @@ Rules of a function file (a file that breaks them is rejected):
 - The function runs in a sandbox with a time limit: return a helpful error string rather than raising for bad input.
 """
 
-USER_PROMPT = """## Current functions ({count})
+USER_PROMPT = """## Current functions
 {functions}
+({count} in all)
 
 ## Score history
 {history}

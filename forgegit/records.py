@@ -128,14 +128,34 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class ModelTokens:
+    """The tokens one model was sent and returned (the cost is computed from them when shown)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the provider served from its prompt cache
+
+    def add(self, other: "ModelTokens") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+
+
+@dataclass
 class Usage:
-    """Model usage: tokens, calls and cost in USD (0 when the model's price is unknown)."""
+    """Model usage: tokens, calls and cost in USD (0 when the model's price is unknown).
+
+    `cached_calls` are calls answered from forgegit's own response cache (free); `cached_tokens` are
+    prompt tokens the provider served from its prompt cache (billed at its cached rate). `models`
+    keeps the tokens per model, so `cost.reprice` can cost a record at today's `[prices]`."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
     cached_calls: int = 0
     cost: float = 0.0
+    cached_tokens: int = 0
+    models: dict[str, ModelTokens] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -147,11 +167,17 @@ class Usage:
         self.calls += other.calls
         self.cached_calls += other.cached_calls
         self.cost += other.cost
+        self.cached_tokens += other.cached_tokens
+        for model, tokens in other.models.items():
+            self.models.setdefault(model, ModelTokens()).add(tokens)
         return self
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Usage":
-        return cls(**_known(cls, d or {}))
+        d = _known(cls, d or {})
+        d["models"] = {str(m): ModelTokens(**_known(ModelTokens, t)) for m, t in (d.get("models") or {}).items()
+                       if isinstance(t, dict)}
+        return cls(**d)
 
 
 @dataclass
@@ -412,6 +438,22 @@ class RunRecord:
     @property
     def improved(self) -> bool:
         return bool(self.final_gate and self.final_gate.passed)
+
+    def _last_kept(self) -> Optional[EpochRecord]:
+        return next((e for e in reversed(self.epochs) if e.kept and e.commit and e.score_after is not None), None)
+
+    @property
+    def trained_score(self) -> float:
+        """The training score of the functions the branch holds: the last kept epoch's, else the
+        baseline (a run that kept nothing scores what it started with, never 0)."""
+        kept = self._last_kept()
+        return kept.score_after if kept is not None and kept.score_after is not None else self.baseline_score
+
+    @property
+    def trained_commit(self) -> str:
+        """The commit of the last kept epoch (never a revert), else the base commit."""
+        kept = self._last_kept()
+        return kept.commit if kept is not None and kept.commit else self.base_commit
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunRecord":

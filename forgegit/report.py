@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import ForgegitError
 from .records import ActionRecord, Comparison, EpochRecord, RunRecord, Usage
@@ -15,6 +15,8 @@ FLIPS_OPEN_LIMIT = 5  # more flips than this are collapsed in <details>
 FLIPS_SHOWN_LIMIT = 100  # never list more than this many flips per direction
 FEEDBACK_LIMIT = 300
 MAX_BODY = 60_000  # GitHub rejects issue/PR bodies over 65,536 characters
+
+PLOT_SUFFIXES = (".png", ".svg")
 
 _ACTION_SIGNS = {"add": "+", "revise": "~", "remove": "-"}
 
@@ -63,6 +65,14 @@ def money(cost: float) -> str:
 
 def tokens(usage: Usage) -> str:
     return f"{usage.total_tokens:,}"
+
+
+def cached_text(usage: Usage, lead: str = "") -> str:
+    """' (1,234 prompt tokens cached by the provider)' when a provider's prompt cache served any."""
+    if not usage.cached_tokens:
+        return ""
+    share = usage.cached_tokens / usage.prompt_tokens if usage.prompt_tokens else 0.0
+    return f"{lead} ({usage.cached_tokens:,} prompt tokens cached by the provider, {share:.0%})"
 
 
 def short(sha: Optional[str]) -> str:
@@ -166,35 +176,67 @@ def mermaid_curve(run: RunRecord) -> str:
     ])
 
 
-def plot(run: RunRecord, path: str | Path) -> Path:
-    """Write the learning curve to a PNG or SVG file with matplotlib."""
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg"):
-        raise ForgegitError(f"cannot plot to {path.name}: use a .png or .svg file name")
-    try:
-        import matplotlib
+def val_curve(run: RunRecord) -> list[tuple[int, float]]:
+    """(epoch, validation score of the branch after it) where known, from the baseline on."""
+    points = [(0, run.baseline_val_score)] + [(e.epoch, e.val_score) for e in run.epochs]
+    return [(x, y) for x, y in points if y is not None]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ForgegitError("plotting needs matplotlib: pip install 'forgegit[plot]'") from exc
+
+def figure(run: RunRecord) -> Any:
+    """The learning curve as a matplotlib Figure: the training score the branch holds (a line), each
+    epoch's tried score (a green dot kept, a red cross reverted, a grey dot for no edit), and the
+    branch's validation score (a dashed line) when validation is a set of its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = curve_points(run)
     xs = [e for e, _, _ in points]
     fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(xs, kept_curve(run), color="tab:blue", linewidth=2, label="training score (kept)", zorder=2)
+    ax.scatter([0], [run.baseline_score], marker="s", s=40, color="tab:blue", label="baseline", zorder=4, clip_on=False)
+    groups = {"kept epoch": ("o", "tab:green", 48), "reverted epoch": ("X", "tab:red", 60), "no edit": ("o", "none", 56)}
+    by_kind: dict[str, list[tuple[int, float]]] = {k: [] for k in groups}
+    for e in run.epochs:
+        score = e.score_after if e.score_after is not None else e.score_before
+        by_kind[{"kept": "kept epoch", "reverted": "reverted epoch"}.get(verdict(e), "no edit")].append((e.epoch, score))
+    for label, pts in by_kind.items():
+        if pts:
+            marker, color, size = groups[label]
+            hollow = color == "none"  # no edit: an open circle around the line's point
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], marker=marker, facecolors=color, s=size, label=label,
+                       zorder=5, clip_on=False, edgecolors="tab:gray" if hollow else "white", linewidths=1.5 if hollow else 0.8)
+    val = val_curve(run)
+    separate = bool(run.val_file) and run.val_file != run.tasks_file
+    if val and separate:  # the same set would draw the training line again
+        ax.plot([x + 0.06 for x, _ in val], [y for _, y in val], linestyle="--", marker="D", markersize=4,
+                color="tab:purple", label=f"validation ({run.val_file})", zorder=3, clip_on=False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.05, 1.05)  # a score of 0 or 1 is drawn whole, not clipped at the frame
+    ax.set_xlim(-0.3, max(xs) + 0.3)
+    ax.set_xticks(xs)
+    title = f"forgegit run {run.run_id}"
+    ax.set_title(title + ("" if separate else "  (validation = training set)"), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
+def plot(run: RunRecord, path: str | Path) -> Path:
+    """Write the learning curve to a PNG or SVG file with matplotlib."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ForgegitError(f"cannot plot to {path.name}: use a .png or .svg file name")
     try:
-        ax.plot(xs, kept_curve(run), marker="o", label="kept")
-        for e, s, kept in points[1:]:
-            ax.scatter([e], [s], marker="o" if kept else "x", color="tab:green" if kept else "tab:red", zorder=3)
-        ax.scatter([], [], marker="x", color="tab:red", label="reverted")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training score")
-        ax.set_ylim(0, 1)
-        ax.set_xticks(xs)
-        ax.set_title(f"forgegit run {run.run_id}")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ForgegitError("plotting needs matplotlib: pip install 'forgegit[plot]'") from exc
+    fig = figure(run)
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
+        fig.savefig(path, format=path.suffix.lower().lstrip("."), bbox_inches="tight", dpi=120)
     finally:
         plt.close(fig)
     return path
@@ -256,8 +298,8 @@ def scores_table(run: RunRecord) -> str:
     rows = [
         "| set | baseline | trained | difference | 95% CI | p |",
         "|---|---:|---:|---:|---|---:|",
-        f"| train | {pct(run.baseline_score)} | {pct(run.best_score)} "
-        f"| {pp(run.best_score - run.baseline_score)} | — | — |",
+        f"| train | {pct(run.baseline_score)} | {pct(run.trained_score)} "
+        f"| {pp(run.trained_score - run.baseline_score)} | — | — |",
     ]
     if run.final_gate:
         rows.append(_comparison_row("validation", run.final_gate))
@@ -270,7 +312,14 @@ def headline(run: RunRecord) -> str:
     """One sentence: did training improve the functions on validation?"""
     g = run.final_gate
     if g is None:
-        return f"Training score {pct(run.baseline_score)} → {pct(run.best_score)} (no validation result)."
+        return f"Training score {pct(run.baseline_score)} → {pct(run.trained_score)} (no validation result)."
+    if run.val_file == run.tasks_file:
+        return _headline(g) + (" Validation is the training set: the gate measured fit to these tasks, "
+                               "not generalization (train with `--val` to measure that).")
+    return _headline(g)
+
+
+def _headline(g: Comparison) -> str:
     if g.passed:
         return (f"**Improved** on validation: {pct(g.base_score)} → {pct(g.head_score)} "
                 f"({pp(g.delta)}, {p_is(g.p_value)}).")
@@ -401,9 +450,9 @@ def _shorten(body: str) -> str:
 
 def commits_list(run: RunRecord, server_url: Optional[str], repository: Optional[str]) -> str:
     lines = [f"- base {code(run.base_branch)}: {commit_link(run.base_commit, server_url, repository)}"]
-    if run.best_commit:
-        lines.append(f"- best: {commit_link(run.best_commit, server_url, repository)} "
-                     f"(training score {pct(run.best_score)})")
+    if run.epochs:
+        lines.append(f"- best: {commit_link(run.trained_commit, server_url, repository)} "
+                     f"(training score {pct(run.trained_score)})")
     lines.append(f"- branch: {code(run.branch)}")
     return "\n".join(lines)
 
@@ -411,7 +460,7 @@ def commits_list(run: RunRecord, server_url: Optional[str], repository: Optional
 def totals_line(run: RunRecord) -> str:
     u = run.usage
     stop = escape_md(run.stop_reason) if run.stop_reason else run.status
-    return (f"{tokens(u)} tokens ({u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion) "
+    return (f"{tokens(u)} tokens ({u.prompt_tokens:,} prompt{cached_text(u, ' of them')} + {u.completion_tokens:,} completion) "
             f"in {u.calls:,} calls ({u.cached_calls:,} cached), {money(u.cost)}. "
             f"Stopped: {stop}.")
 
@@ -439,7 +488,8 @@ def summary_table(run: RunRecord) -> str:
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    best = f" (best {short(run.best_commit)})" if run.best_commit else ""
-    lines.append(f"training score: {pct(run.baseline_score)} -> {pct(run.best_score)}{best}")
-    lines.append(f"usage: {tokens(run.usage)} tokens in {run.usage.calls:,} calls, {money(run.usage.cost)}")
+    best = f" (best {short(run.trained_commit)})" if any(e.kept for e in run.epochs) else " (no epoch kept)"
+    lines.append(f"training score: {pct(run.baseline_score)} -> {pct(run.trained_score)}{best}")
+    lines.append(f"usage: {tokens(run.usage)} tokens{cached_text(run.usage)} in {run.usage.calls:,} calls, "
+                 f"{money(run.usage.cost)}")
     return "\n".join(lines)

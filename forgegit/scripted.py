@@ -9,12 +9,14 @@ Used by the tests, `forgegit demo` and the benchmarks: no network, no key, real 
 A script returns `text("...")`, `tool_calls(("name", {...}), ...)`, `HTTPError(...)`
 or a full chat-completion dict; it sees the parsed JSON request.
 
-`ScriptedServer(script, quirks=Quirks(...))` behaves like a local server that is strict where
+`ScriptedServer(script, prompt_cache=PromptCache())` reports cached prompt tokens as OpenAI's
+prefix cache would. `ScriptedServer(script, quirks=Quirks(...))` behaves like a local server that is strict where
 real ones are (`Quirks.llama_cpp()` is llama-cpp-python's server as forgegit first met it):
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -144,6 +146,53 @@ class Quirks:
         return None
 
 
+@dataclass
+class PromptCache:
+    """A provider's prompt (prefix) cache, as OpenAI documents it and vLLM implements it: the rendered
+    prompt (the tool schemas, then the messages in order) is cut into blocks of `block` tokens, each
+    block keyed by a hash chained over every block before it; a request is served from the cache the
+    leading blocks an earlier request already had, once at least `min_tokens` match, and that count is
+    reported as `usage.prompt_tokens_details.cached_tokens`. A prompt that puts anything variable
+    early (a date, the task, a shuffled tool list) shares few blocks with the next.
+    Tokens are `chars_per_token` characters of the rendered prompt."""
+
+    min_tokens: int = 1024
+    block: int = 128
+    chars_per_token: float = 4.0
+    seen: set[bytes] = field(default_factory=set)
+    hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @staticmethod
+    def render(request: dict[str, Any]) -> str:
+        """The prompt as a model sees it: tools first (as OpenAI renders them), then each message."""
+        parts = [json.dumps(request.get("tools") or [], sort_keys=True)]
+        for m in request.get("messages") or []:
+            if isinstance(m, dict):
+                parts.append(f"<|{m.get('role')}|>{json.dumps(m.get('content'))}"
+                             f"{json.dumps(m.get('tool_calls'), sort_keys=True) if m.get('tool_calls') else ''}")
+        return "\n".join(parts)
+
+    def cached_tokens(self, request: dict[str, Any], prompt_tokens: int) -> int:
+        """The tokens of request's prompt served from the cache; its blocks are then cached too."""
+        prompt = self.render(request).encode()
+        size = max(1, int(self.block * self.chars_per_token))
+        chain, keys = b"", []
+        for start in range(0, len(prompt) - size + 1, size):  # whole blocks only, as providers cache
+            chain = hashlib.sha256(chain + prompt[start:start + size]).digest()
+            keys.append(chain)
+        with self.lock:
+            hit = 0
+            while hit < len(keys) and keys[hit] in self.seen:
+                hit += 1
+            self.seen.update(keys)
+            tokens = hit * self.block
+            if tokens < self.min_tokens or not tokens:
+                return 0
+            self.hits += 1
+        return min(prompt_tokens, tokens)
+
+
 Script = Callable[[dict[str, Any]], Union[Reply, HTTPError, RawResponse, dict[str, Any]]]
 
 
@@ -169,7 +218,7 @@ def estimate_tokens(obj: Any) -> int:
     return max(1, len(s) // 4)
 
 
-def _completion(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+def _completion(request: dict[str, Any], reply: Reply, cache: Optional[PromptCache] = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.tool_calls:
         message["tool_calls"] = reply.tool_calls
@@ -183,7 +232,9 @@ def _completion(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         "created": int(time.time()),
         "model": request.get("model", "scripted"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                  **({"prompt_tokens_details": {"cached_tokens": cache.cached_tokens(request, prompt)}}
+                     if cache is not None else {})},
     }
 
 
@@ -191,8 +242,9 @@ class ScriptedServer:
     """Serves POST /v1/chat/completions (and GET /v1/models) from a script, on 127.0.0.1."""
 
     def __init__(self, script: Script, *, latency: float = 0.0, model_ids: tuple[str, ...] = (),
-                 quirks: Optional[Quirks] = None) -> None:
+                 quirks: Optional[Quirks] = None, prompt_cache: Optional[PromptCache] = None) -> None:
         self.script = script
+        self.prompt_cache = prompt_cache  # report cached prompt tokens like OpenAI (None: report none)
         self.latency = latency
         self.model_ids = model_ids
         self.quirks = quirks
@@ -301,7 +353,7 @@ class ScriptedServer:
                 elif isinstance(out, RawResponse):
                     self._send(200, out.body.encode(), out.content_type, {})
                 else:
-                    data = out if isinstance(out, dict) else _completion(request, out)
+                    data = out if isinstance(out, dict) else _completion(request, out, server.prompt_cache)
                     self._send(200, json.dumps(data).encode(), "application/json", {})
 
         class Server(ThreadingHTTPServer):

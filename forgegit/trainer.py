@@ -282,7 +282,7 @@ class Trainer:
             return run
         base_eval = await self._eval(run.base_commit, self._batch(0))
         if not run.epochs:
-            run.baseline_score = base_eval.score
+            run.baseline_score = run.best_score = base_eval.score
             run.baseline_val_score = await self._val_score(run.base_commit, base_eval)
             history.save_run(self.repo, run)  # `log` shows the baseline even if the run stops now
         self.echo(f"baseline: {base_eval.passed}/{base_eval.total} = {base_eval.score:.3f} on {self.tasks.path}")
@@ -636,7 +636,7 @@ class Trainer:
             head_t = await self._eval(head, self.test)
             run.test = gate.compare("test", self.test.path, base_t, head_t, rule=s.gate, alpha=s.alpha,
                                      min_delta=s.min_delta, seed=s.seed)
-        run.best_commit = head
+        run.best_commit, run.best_score = run.trained_commit, run.trained_score  # never a revert commit
         run.status = "finished"
         notes.update_note(self.repo, head, final={"run": run.run_id, "val": to_json(run.final_gate),
                                                       "test": to_json(run.test)})

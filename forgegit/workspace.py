@@ -71,7 +71,14 @@ class Workspace:
             cache=self.cache(), use_cache=s.cache, prices=s.prices, limiter=AdaptiveLimiter(s.concurrency),
             max_tokens=s.optimizer_max_tokens if optimizer else s.max_tokens, timeout=s.timeout,
             tool_choice=s.tool_choice, context_window=s.context_window, role="optimizer" if optimizer else "agent",
+            on_retry=retry_notice,
         )
+
+
+def retry_notice(line: str) -> None:
+    """A retry, said on stderr as one line: `forgegit: retrying in 4s: connection refused (...)`."""
+    import sys
+    print(f"forgegit: {line}", file=sys.stderr, flush=True)
 
 
 def is_terminal() -> bool:

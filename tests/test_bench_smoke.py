@@ -87,9 +87,20 @@ def test_conversations_store() -> None:
     assert "| tasks | stored | KiB stored | stage s | store s | publish s | load s |" in out and "| 100 | 100 |" in out
 
 
+def test_prompt_cache() -> None:
+    """The prompt-cache benchmark prints the cached share as sent and with the task first, and forgegit's
+    own count of the cached tokens (from the server's usage reports) matches the server's."""
+    out = run_bench("prompt_cache.py")
+    assert "| requests | n | prompt tokens | cached (as sent) | share | cached (task first) | share | share (stamped" in out
+    sent = re.search(r"\| all \| \d+ \| ([\d,]+) \| ([\d,]+) \|", out)
+    recorded = re.search(r"counted by forgegit\): ([\d,]+) of ([\d,]+) prompt tokens cached", out)
+    assert sent and recorded and sent.groups() == (recorded.group(2), recorded.group(1))
+    assert int(sent.group(2).replace(",", "")) > 0
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
                                   "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py",
-                                  "attribution.py", "run_all.py"])
+                                  "attribution.py", "prompt_cache.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()

@@ -1,6 +1,7 @@
 """forgegit.toml: defaults, documented template, and clear errors for bad files."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,14 @@ def test_tables_and_top_level_keys_both_work() -> None:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("model = ", "forgegit.toml: Invalid value"),
+    ("model = ", "forgegit.toml:1: Invalid value"),
     ("modle = 'x'", "unknown key 'modle' (did you mean 'model'?)"),
     ("epochs = 'three'", "epochs must be int, got str"),
     ("python_tool = 1", "python_tool must be bool"),
     ("gate = 'vibes'", "gate must be mcnemar, bootstrap, delta or no-worse"),
     ("concurrency = 0", "concurrency must be at least 1"),
     ("timeout = 0", "timeout must be positive"),
-    ("max_tokens = -1", "max_tokens, optimizer_max_tokens and context_window must be >= 0"),
+    ("max_tokens = -1", "forgegit.toml:1: max_tokens must be >= 0 (0: not set), got -1"),
     ("tool_choice = 'always'", "tool_choice must be auto, required, none or empty"),
 ])
 def test_bad_config_is_one_line_naming_the_problem(text: str, message: str) -> None:
@@ -76,3 +77,40 @@ def test_sandbox_limits_of_default_settings_are_the_sandboxs_defaults() -> None:
     for key, value in (("tool_timeout", limits.timeout), ("memory_mb", limits.memory_mb),
                        ("max_output", limits.max_output), ("disk_mb", limits.disk_mb)):
         assert f"{key} = {value}" in text
+
+
+@pytest.mark.parametrize("text,message", [
+    ("# a comment\nmodel = 'm'\n\n[train]\nepochs = 3\npatience = 0\n", "forgegit.toml:6: patience must be >= 1, got 0"),
+    ("max_actions = 0\n", "forgegit.toml:1: max_actions must be >= 1, got 0"),
+    ("model = 'm'\nepochs = -1\n", "forgegit.toml:2: epochs must be >= 0, got -1"),
+    ("\n\nalpha = 1.5\n", "forgegit.toml:3: alpha must be between 0 and 1, got 1.5"),
+    ("model = 'm'\n[limits]\ntool_timeout = 'soon'\n", "forgegit.toml:3: tool_timeout must be float, got str 'soon'"),
+    ("model = 'm'\nmodle = 'x'\n", "forgegit.toml:2: unknown key 'modle'"),
+    ("model = 'm'\n[prices]\nx = 5\n", "forgegit.toml:2: [prices] 'x' must be"),
+    ("epochs = 2\nmodel = 'm'\nepochs = 3\n", "forgegit.toml:3: epochs is set twice (first on line 1)"),
+    ("model = 'm'\n[train\n", "forgegit.toml:2: "),
+])
+def test_a_bad_value_names_the_file_line_and_key(text: str, message: str) -> None:
+    """A bad forgegit.toml value says `forgegit.toml:LINE: KEY must be ..., got VALUE`, not a list of keys."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_scaffold_config_takes_a_key_appended_at_its_end_and_its_examples_uncomment_to_valid_toml() -> None:
+    """`forgegit init`'s forgegit.toml: a key appended at the end is a setting (not a [prices] entry), and
+    uncommenting any example line, the [prices] one too, gives valid TOML that sets that key."""
+    text = render_config()
+    assert parse_config(text) == Settings()
+    assert "[prices]" not in text.replace("# ", "")  # no table that later keys would fall into
+    appended = parse_config(text + "epochs = 1\npatience = 1\n")
+    assert (appended.epochs, appended.patience) == (1, 1)
+    examples = [line for line in text.splitlines() if re.match(r"# [a-z_]+ = ", line)]
+    assert len(examples) >= len(Settings.__dataclass_fields__)
+    for line in examples:
+        uncommented = text.replace(line + "\n", line[2:] + "\n", 1)
+        parse_config(uncommented)  # valid TOML, a known key, a valid value
+    priced = parse_config(text.replace("# prices = ", "prices = "))
+    assert priced.prices == {"my-model": {"prompt": 0.5, "completion": 1.5, "cached": 0.25}}
+    changed = render_config(Settings(epochs=9, prices={"m": {"prompt": 1, "completion": 2}}))
+    assert parse_config(changed).epochs == 9 and parse_config(changed + "seed = 3\n").seed == 3

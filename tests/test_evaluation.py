@@ -181,7 +181,9 @@ def test_endpoint_failures_are_one_line_errors(demo_repo: Path, scripted: Any, l
     monkeypatch.setattr("forgegit.llm.asyncio.sleep", _no_sleep)
     code, err = run_main(["eval"], capsys)
     assert code == 1 and needle in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if not line.startswith("forgegit: retrying in ")]  # one line per retry
+    assert len(errors) == 1 and errors[0].startswith("forgegit: error: ")
 
 
 async def _no_sleep(_: float) -> None:

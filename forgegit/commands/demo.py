@@ -28,10 +28,10 @@ def command(directory: Optional[str]) -> None:
     with ScriptedServer(demo.make_script()) as server, openai_env(server.base_url):
         ws = Workspace.open(path)
         tasks = ws.task_set(ws.settings.tasks)
-        run = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
+        run, _ = asyncio.run(_train(ws, tasks, tasks, None, None, "demo", None, merge=False))
     click.echo("")
     click.echo(summary_table(run))
     click.echo(f"\nstopped: {run.stop_reason} (patience {ws.settings.patience}); model calls: {server.calls}")
     click.echo("\nthe training branch, with each epoch and its revert as commits:")
     click.echo(git.out(["log", "--oneline", "--graph", run.branch], path))
-    click.echo(f"\ninspect it:\n  cd {path}\n  git log --notes=forgegit {run.branch}\n  forgegit log")
+    click.echo(f"\ninspect it:\n  cd {path}\n  git log --notes=forgegit-summary {run.branch}\n  forgegit log")

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
 from .. import conversations, git, notes, safejson
+from ..cost import reprice
 from ..errors import ForgegitError
 from ..evaluation import Evaluator, breakdown, store_conversations, trajectories_dir
 from ..isolation import Isolation
@@ -22,29 +25,63 @@ CONVERSATIONS_FIELD = "conversation_records"  # in a shard file (`--out`): the c
 
 
 class ProgressLine:
-    """A progress bar on stderr: tasks done, passed so far, and tokens."""
-
-    width = 30
+    """One progress bar per evaluation on stderr (click's): tasks done, passed and tokens of this
+    evaluation, and the time left (from this evaluation's pace). Shown only where stderr is a terminal."""
 
     def __init__(self) -> None:
-        self.passed = 0
-        self.tokens = 0
+        self.passed = self.tokens = self.done = self.total = self.resumed = 0
+        self.started = 0.0
+        self._bar: Any = None
+
+    def begin(self, label: str, total: int, done: int) -> None:
+        self.end()
+        self.passed = self.tokens = 0
+        self.done, self.total, self.resumed, self.started = done, total, done, time.monotonic()
+        self._bar = click.progressbar(
+            length=total, label=f"  {label}", file=sys.stderr, show_eta=False, show_pos=True, show_percent=False,
+            item_show_func=lambda _: self.info(), width=24)
+        self._bar.__enter__()
+        if done:
+            self._bar.update(done)
+
+    def info(self) -> str:
+        text = f"{self.passed} passed, {self.tokens:,} tokens"
+        ran = self.done - self.resumed
+        if 0 < ran and self.done < self.total:
+            left = (time.monotonic() - self.started) / ran * (self.total - self.done)
+            text += f", eta {eta(left)}"
+        return text
 
     def __call__(self, done: int, total: int, result: TaskResult) -> None:
         self.passed += int(result.passed)
         self.tokens += result.usage.total_tokens
-        filled = self.width * done // max(total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        click.echo(f"\r  [{bar}] {done}/{total} tasks, {self.passed} passed, {self.tokens:,} tokens",
-                   nl=done == total, err=True)
+        self.done = done
+        if self._bar is not None:
+            self._bar.update(1, result)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def eta(seconds: float) -> str:
+    """Time left for people: "4s", "2m05s", "1h02m"."""
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def summary_lines(result: EvalResult, reused: bool) -> list[str]:
     u = result.usage
+    cached = f" of which {u.cached_tokens:,} cached" if u.cached_tokens else ""
     lines = [
         f"revision {result.revision[:12]} (functions/ tree {result.tree[:12]}) on {result.tasks_file}, model {result.model}",
         f"passed {result.passed}/{result.total}  score {result.score:.3f}  tokens {u.total_tokens:,} "
-        f"(prompt {u.prompt_tokens:,}, completion {u.completion_tokens:,})  cost ${u.cost:.4f}",
+        f"(prompt {u.prompt_tokens:,}{cached}, completion {u.completion_tokens:,})  cost ${u.cost:.4f}",
     ]
     failures = result.failures_by_kind()
     if failures:
@@ -115,10 +152,13 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
     """Evaluate the functions at REV (default HEAD, read from git) on a task set."""
     path = tasks_path or ws.settings.tasks
     reused, isolation = False, None
+    _warn_uncommitted(ws, rev)
     if merge_files:
         result = _merge(ws, rev, path, merge_files)
     else:
         tasks = ws.task_set(path, from_cli=bool(tasks_path))
+        if by_field:
+            check_field(tasks, by_field)
         if shard is not None:
             try:
                 k, n = (int(x) for x in shard.split("/"))
@@ -126,6 +166,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
                 raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
             tasks = tasks.shard(k, n)
         result, reused, isolation = asyncio.run(_evaluate(ws, rev, tasks, is_terminal() and not as_json, as_json))
+    reprice(result, ws.settings.prices)  # the cost of the recorded tokens at today's [prices]
     if out_path:  # a shard's file carries its conversations: the merging machine stores them in git
         data = {**result.to_json(), CONVERSATIONS_FIELD: conversations.records(ws.root, result.conversations)}
         Path(out_path).write_text(json.dumps(data, indent=1))
@@ -143,6 +184,27 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
         click.echo(f"by {by_field}:")
         for value, p, t in breakdown(result, by_field):
             click.echo(f"  {value:<30} {p:>4}/{t:<4} {p / t:.3f}")
+
+
+def check_field(tasks: TaskSet, field_name: str) -> None:
+    """Refuse `--by FIELD` when no task has that field (before any model call)."""
+    if field_name == "id" or any(field_name in t.fields for t in tasks.tasks):
+        return
+    names = sorted({"id", *(k for t in tasks.tasks for k in t.fields)})
+    raise ForgegitError(f"--by {field_name}: no task in {tasks.path} has a field {field_name!r} "
+                        f"(fields: {', '.join(names)})")
+
+
+def _warn_uncommitted(ws: Workspace, rev: str) -> None:
+    """eval reads functions/ from git: say so when the working tree's functions/ differs from HEAD."""
+    if rev not in ("HEAD", "@"):
+        return
+    changed = [line for line in git.run(["status", "--porcelain", "--untracked-files=all", "--", git.FUNCTIONS_DIR],
+                                        ws.root, check=False).stdout.splitlines() if line.strip()]
+    if changed:
+        click.echo(f"forgegit: note: functions/ in the working tree differs from HEAD ({len(changed)} file"
+                   f"{'s' if len(changed) != 1 else ''}, e.g. {changed[0][3:]}); this scores HEAD's committed "
+                   "functions: commit them to score them", err=True)
 
 
 async def _evaluate(ws: Workspace, rev: str, tasks: TaskSet, progress: bool,

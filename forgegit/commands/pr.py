@@ -9,12 +9,14 @@ from typing import Optional
 import click
 
 from .. import actions_env, git, report
+from ..cost import reprice
 from ..errors import ForgegitError
 from ..github import (
     DEFAULT_API_URL, TRAIN_PREFIX, GitHubClient, check_training_branch, open_or_update_pr, server_url_for,
 )
 from ..records import RunRecord
 from ..workflow_commands import annotation, safe_lines
+from ..workspace import Workspace
 
 
 @dataclass
@@ -61,7 +63,7 @@ def split_labels(labels: tuple[str, ...]) -> list[str]:
 def score_outputs(run: RunRecord) -> dict[str, str]:
     """score / baseline-score: on validation when there is a final gate, else on the training set."""
     g = run.final_gate
-    score, baseline = (g.head_score, g.base_score) if g else (run.best_score, run.baseline_score)
+    score, baseline = (g.head_score, g.base_score) if g else (run.trained_score, run.baseline_score)
     return {"score": f"{score:.4f}", "baseline-score": f"{baseline:.4f}", "branch": run.branch}
 
 
@@ -85,13 +87,17 @@ def find_branch(repo: Path, branch: Optional[str]) -> str:
               help="Extra label (repeatable or comma-separated); 'forgegit' is always added.")
 @click.option("--remote", default="origin", show_default=True, help="The git remote to push to.")
 @click.option("--dry-run", is_flag=True, help="Print the pull request body; push and call nothing.")
-def command(branch: Optional[str], draft: bool, labels: tuple[str, ...], remote: str, dry_run: bool) -> int:
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="forgegit.toml whose [prices] cost the recorded tokens (default: the nearest one).")
+def command(branch: Optional[str], draft: bool, labels: tuple[str, ...], remote: str, dry_run: bool,
+            config: Optional[str]) -> int:
     """Push the training branch and open or update its pull request."""
     from .. import history
 
     repo = git.toplevel(".")
+    prices = Workspace.open(".", config).settings.prices
     branch = find_branch(repo, branch)
-    run = history.load_run(repo, branch)
+    run = reprice(history.load_run(repo, branch), prices)
     env = GitHubEnv.from_environ()
     body = report.render_markdown(run, server_url=env.server_url if env.repository else None,
                                   repository=env.repository)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,6 +10,7 @@ import click
 
 from .. import history, records, reviews, safejson
 from ..actions_env import set_output
+from ..cost import budget_problem, reprice
 from ..errors import ForgegitError
 from ..evaluation import Evaluator
 from ..records import ReviewRound, RunRecord
@@ -80,6 +82,9 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
                 raise ForgegitError(f"run {run_id} is finished and its sealed test split was already scored; refusing to score it again")
             raise ForgegitError(f"run {run_id} is already finished: see `forgegit log {branch}`")
     s = ws.settings
+    refusal = budget_problem(s)
+    if refusal:
+        raise ForgegitError(refusal)
     from_cli = not resume
     tasks = ws.task_set(tasks_path or s.tasks, from_cli=from_cli and bool(tasks_path))
     val = ws.task_set(val_path, from_cli=from_cli) if val_path else (ws.task_set(s.val) if s.val else tasks)
@@ -87,8 +92,16 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
         ws.task_set(s.test) if s.test and not resume and review is None else None)
     if test is not None:
         _check_sealed(test, tasks, val)
-    run = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge, review))
-    _report(run)
+    run, merged = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge, review))
+    _report(reprice(run, ws.settings.prices))
+    if merge:  # the last word, and the exit status, say whether --merge merged
+        click.echo(merged)
+        if not merged.startswith("merged "):
+            sys.exit(1)
+
+
+SAME_SETS_NOTE = ("forgegit: note: no separate validation set (--val): the final gate measures fit to the "
+                  "training tasks, not generalization to new ones")
 
 
 def _review_round(ws: Workspace, number: int, path: Optional[str]) -> ReviewRound:
@@ -140,7 +153,7 @@ def _tidy(ws: Workspace, run_id: str) -> None:
 
 
 async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[TaskSet], base_branch: Optional[str], run_id: str,
-                 resume_branch: Optional[str], merge: bool, review: Optional[ReviewRound] = None) -> RunRecord:
+                 resume_branch: Optional[str], merge: bool, review: Optional[ReviewRound] = None) -> tuple[RunRecord, str]:
     echo = click.echo
     agent_llm = ws.llm()
     optimizer_llm = ws.llm(optimizer=True)
@@ -157,16 +170,17 @@ async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[Tas
             else:
                 trainer.start(base_branch, run_id)
                 echo(f"run {trainer.run.run_id}: training on branch {trainer.run.branch} from {trainer.run.base_branch}")
+            if val.sha256 == tasks.sha256:  # said once the run has started, not before an error
+                click.echo(SAME_SETS_NOTE, err=True)
             try:
                 run = await trainer.train()
-                if merge:
-                    echo(trainer.merge())
+                merged = trainer.merge() if merge else ""
             finally:
                 trainer.close()
     finally:
         await agent_llm.aclose()
         await optimizer_llm.aclose()
-    return run
+    return run, merged
 
 
 def _report(run: RunRecord) -> None:
@@ -179,7 +193,7 @@ def _report(run: RunRecord) -> None:
         click.echo(f"final gate on {g.tasks_file}: base {g.base_score:.3f} -> trained {g.head_score:.3f}: {verdict}")
     if run.test is not None:
         click.echo(f"sealed test on {run.test.tasks_file}: base {run.test.base_score:.3f} -> trained {run.test.head_score:.3f}")
-    click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit {run.branch})")
+    click.echo(f"stopped: {run.stop_reason}; branch {run.branch} (inspect: git log --notes=forgegit-summary {run.branch})")
     set_output("branch", run.branch)  # scores on validation, as `forgegit pr` reports them
     set_output("baseline-score", f"{(g.base_score if g else run.baseline_score):.4f}")
-    set_output("score", f"{(g.head_score if g else run.best_score):.4f}")
+    set_output("score", f"{(g.head_score if g else run.trained_score):.4f}")
