@@ -194,7 +194,7 @@ def test_the_optimizers_prompt_keeps_the_functions_in_its_cacheable_prefix_when_
     """After an epoch adds a function, the next optimizer prompt still starts with the same system
     prompt and the same earlier function sources (no count in the heading that would change first),
     so a provider's prefix cache serves them again."""
-    from forgegit.prompt import build_prompt
+    from forgegit.prompt import EpochScore, build_prompt
     from forgegit.records import EvalResult, TaskResult
 
     results = [TaskResult("t1", False, "1", "2", "expected 2, got 1")]
@@ -202,7 +202,7 @@ def test_the_optimizers_prompt_keeps_the_functions_in_its_cacheable_prefix_when_
     before = {"add.py": demo.BASE_FUNCTION.encode()}
     after = {**before, "digit_sum.py": demo.DIGIT_SUM.encode()}
     a = build_prompt(before, last, {}, [], max_actions=3, context_tokens=12000)
-    b = build_prompt(after, last, {}, [{"epoch": 1, "score": 0.5, "kept": True, "actions": ["add digit_sum"]}],
+    b = build_prompt(after, last, {}, [EpochScore(1, 0.5, True, ["add digit_sum"])],
                      max_actions=3, context_tokens=12000)
     assert a[0] == b[0]  # the system prompt
     shared = len(os.path.commonprefix([a[1]["content"], b[1]["content"]]))
