@@ -123,19 +123,6 @@ def unpriced(models: list[str], overrides: Optional[Mapping[str, Any]] = None) -
     return [m for m in dict.fromkeys(models) if _lookup(m, overrides) is None]
 
 
-def format_cost(usd: float) -> str:
-    """A cost for humans: "$0.00", "$0.0042", "$1.23", "$1,234.50"."""
-    if usd == 0:
-        return "$0.00"
-    sign = "-" if usd < 0 else ""
-    usd = abs(usd)
-    if usd < 0.0001:
-        return f"{sign}<$0.0001"
-    if usd < 0.01:
-        return f"{sign}${usd:.4f}"
-    return f"{sign}${usd:,.2f}"
-
-
 def budget_problem(settings: Any) -> Optional[str]:
     """Why a USD budget cannot be kept (a model with no known price costs $0.00 and never reaches
     it), naming the `[prices]` setting; None when there is no USD budget or every model is priced."""
