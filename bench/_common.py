@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from forgegit import demo
+from forgegit.records import RunRecord
 from forgegit.scripted import ScriptedServer, estimate_tokens, text, tool_calls
 
 HERE = Path(__file__).resolve().parent
@@ -267,7 +268,8 @@ def model_env(server: Any) -> Any:
     return openai_env(server.base_url, "sk-bench")
 
 
-def train_in_process(repo: Path, run_id: str, echo: Callable[[str], None] = lambda s: None, **overrides: Any) -> Any:
+def train_in_process(repo: Path, run_id: str, echo: Callable[[str], None] = lambda s: None, **overrides: Any
+                     ) -> RunRecord:
     """`forgegit train --run-id RUN_ID` in this process (the code path of the CLI); returns the RunRecord."""
     from forgegit.commands import train as train_cmd
     from forgegit.workspace import Workspace
@@ -278,7 +280,8 @@ def train_in_process(repo: Path, run_id: str, echo: Callable[[str], None] = lamb
     old_echo = click.echo
     click.echo = lambda message=None, *a, **k: echo(str(message))  # type: ignore[assignment]
     try:
-        return asyncio.run(train_cmd._train(ws, tasks, tasks, None, None, run_id, None, merge=False))
+        run, _merged = asyncio.run(train_cmd._train(ws, tasks, tasks, None, None, run_id, None, merge=False))
+        return run
     finally:
         click.echo = old_echo  # type: ignore[assignment]
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -87,6 +88,20 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     return applied
 
 
+def _wal_mode(db: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying: SQLite answers "database is locked" at once, without waiting in its busy
+    handler, while a second process converts the same new file."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -110,7 +125,7 @@ class ResponseCache:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
                 try:
-                    db.execute("PRAGMA journal_mode=WAL")
+                    _wal_mode(db)
                     db.execute("PRAGMA synchronous=NORMAL")
                     migrate(db)
                 except BaseException:

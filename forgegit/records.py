@@ -451,9 +451,10 @@ class RunRecord:
 
     @property
     def trained_commit(self) -> str:
-        """The commit of the last kept epoch (never a revert), else the base commit."""
+        """Where the last kept epoch ends, else the base commit: its own commit, or for a partly kept epoch the
+        revert of its dropped actions (which holds the kept tree); never the revert of a whole epoch."""
         kept = self._last_kept()
-        return kept.commit if kept is not None and kept.commit else self.base_commit
+        return kept.end if kept is not None else self.base_commit
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunRecord":

@@ -320,7 +320,9 @@ def leftovers(repo: Path) -> list[str]:
 def single_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode not in (0, None) and proc.returncode > 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("forgegit: retrying in ")]
+    # notes (e.g. "no separate validation set") and retry lines may come before; the error itself is one line
+    lines = [line for line in proc.stderr.splitlines()
+             if line.strip() and not line.startswith(("forgegit: retrying in ", "forgegit: note: "))]
     assert len(lines) == 1 and lines[0].startswith("forgegit: error: "), proc.stderr
     return lines[0]
 

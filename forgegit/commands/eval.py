@@ -152,8 +152,8 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
     """Evaluate the functions at REV (default HEAD, read from git) on a task set."""
     path = tasks_path or ws.settings.tasks
     reused, isolation = False, None
-    _warn_uncommitted(ws, rev)
     if merge_files:
+        _warn_uncommitted(ws, rev)
         result = _merge(ws, rev, path, merge_files)
     else:
         tasks = ws.task_set(path, from_cli=bool(tasks_path))
@@ -165,6 +165,7 @@ def command(ws: Workspace, rev: str, tasks_path: Optional[str], as_json: bool, b
             except ValueError:
                 raise ForgegitError(f"--shard {shard!r}: expected K/N, e.g. 2/4") from None
             tasks = tasks.shard(k, n)
+        _warn_uncommitted(ws, rev)  # after the input checks: a bad --tasks is one error line
         result, reused, isolation = asyncio.run(_evaluate(ws, rev, tasks, is_terminal() and not as_json, as_json))
     reprice(result, ws.settings.prices)  # the cost of the recorded tokens at today's [prices]
     if out_path:  # a shard's file carries its conversations: the merging machine stores them in git
