@@ -198,6 +198,7 @@ class Trainer:
     run: RunRecord = field(init=False)
     tree: Worktree = field(init=False)
     last_spent: Usage = field(init=False, default_factory=Usage)
+    interrupted: bool = field(init=False, default=False)  # Ctrl-C: stop at the next step (see `interrupt`)
 
     @property
     def repo(self) -> Path:
@@ -267,6 +268,15 @@ class Trainer:
 
     # -- the loop
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the caller cancels the run's task; this flag also stops it at its next evaluation or epoch,
+        should a library on the way swallow the cancellation (it happened inside the HTTP stack)."""
+        self.interrupted = True
+
+    def _stop_if_interrupted(self) -> None:
+        if self.interrupted:
+            raise asyncio.CancelledError()
+
     async def train(self) -> RunRecord:
         """Run epochs until a stop reason, then the final gate. Interrupted (Ctrl-C), it says how to resume."""
         try:
@@ -334,6 +344,7 @@ class Trainer:
 
     async def _eval(self, commit: str, tasks: TaskSet) -> EvalResult:
         """Evaluate (or reuse the recorded result); what new model calls cost goes to the run's usage."""
+        self._stop_if_interrupted()
         result, reused = await self.evaluator.evaluate_or_reuse(commit, tasks)
         if self.evaluator.isolation is not None:
             self.run.sandbox = self.evaluator.isolation.summary()
@@ -398,6 +409,7 @@ class Trainer:
         return {t.id for t in others if t.id not in train}
 
     async def _epoch(self, k: int) -> None:
+        self._stop_if_interrupted()
         run, s = self.run, self.settings
         parent = self.tree.head()
         batch = self._batch(k)

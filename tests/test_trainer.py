@@ -6,6 +6,7 @@ name plus a useless function (rejected / reverted), and patience 2 stops the run
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -386,3 +387,47 @@ def test_training_runs_no_git_hook_planted_in_the_repository(forging_repo: Path)
     assert result.exit_code == 0, result.output
     assert "merged forgegit/train/f3 into main" in result.output  # commits, checkouts, reverts and a merge ran
     assert not marker.exists(), marker.read_text()
+
+
+def test_a_ctrl_c_whose_cancellation_is_swallowed_still_stops_the_run_at_its_next_step(
+        tmp_path: Path, scripted: Any, llm_env: Any) -> None:
+    """Ctrl-C flags the trainer as well as cancelling its task: if a library on the way swallows the
+    cancellation (seen once: the run went on and exited 0), the run still stops before its next evaluation,
+    says how to resume, and the resumed run ends as an uninterrupted one."""
+    from forgegit.evaluation import Evaluator
+    from forgegit.trainer import Trainer
+    from forgegit.workspace import Workspace
+
+    inner = demo.make_script()
+    reference_server = scripted(inner)
+    reference = demo.make_repo(tmp_path / "reference")
+    assert train_subprocess(reference, reference_server, "--run-id", "r").returncode == 0
+    expected = outcome(reference, "forgegit/train/r")
+
+    holder: dict[str, Trainer] = {}
+
+    def swallowing(r: Any) -> Any:
+        if r.get("model") == demo.OPTIMIZER_MODEL and not holder["trainer"].interrupted:
+            holder["trainer"].interrupt()  # the flag alone: the task itself is never cancelled
+        return inner(r)
+
+    server = scripted(swallowing)
+    llm_env(server)
+    repo = demo.make_repo(tmp_path / "repo")
+    ws = Workspace.open(repo)
+    tasks = ws.task_set(ws.settings.tasks)
+    said: list[str] = []
+    trainer = Trainer(ws, tasks, tasks, None, Evaluator(ws.root, ws.settings, ws.llm()), ws.llm(optimizer=True),
+                      echo=said.append)
+    holder["trainer"] = trainer
+    trainer.start(None, "r")
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(trainer.train())
+    finally:
+        trainer.close()
+    assert said[-1] == "interrupted: continue with `forgegit train --resume --run-id r`", said
+    assert history.load_run(repo, "forgegit/train/r").epochs == []  # stopped before the proposal was scored
+    resumed = train_subprocess(repo, server, "--resume", "--run-id", "r")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert outcome(repo, "forgegit/train/r") == expected

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -92,7 +93,10 @@ def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], t
         ws.task_set(s.test) if s.test and not resume and review is None else None)
     if test is not None:
         _check_sealed(test, tasks, val)
-    run, merged = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge, review))
+    try:
+        run, merged = asyncio.run(_train(ws, tasks, val, test, base_branch, run_id or new_run_id(), branch, merge, review))
+    except asyncio.CancelledError:  # only our Ctrl-C handler cancels the run's task
+        raise KeyboardInterrupt from None
     _report(reprice(run, ws.settings.prices))
     if merge:  # the last word, and the exit status, say whether --merge merged
         click.echo(merged)
@@ -160,6 +164,7 @@ async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[Tas
     evaluator = Evaluator(ws.root, ws.settings, agent_llm, progress=ProgressLine() if is_terminal() else None,
                           on_isolation=announce_sandbox)
     trainer = Trainer(ws, tasks, val, test, evaluator, optimizer_llm, echo=echo)
+    restore = _on_ctrl_c(trainer)
     try:
         with TrainLock(ws.root, run_id, echo):
             if review is not None and resume_branch:
@@ -178,9 +183,32 @@ async def _train(ws: Workspace, tasks: TaskSet, val: TaskSet, test: Optional[Tas
             finally:
                 trainer.close()
     finally:
+        restore()
         await agent_llm.aclose()
         await optimizer_llm.aclose()
     return run, merged
+
+
+def _on_ctrl_c(trainer: Trainer) -> Callable[[], None]:
+    """The first Ctrl-C cancels the run's task and flags the trainer (which stops at its next step even if the
+    cancellation is swallowed on the way); a second one is Python's own KeyboardInterrupt. Returns the undo."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+    def first() -> None:
+        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt for a second Ctrl-C
+        trainer.interrupt()
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+
+    return undo
 
 
 def _report(run: RunRecord) -> None:
