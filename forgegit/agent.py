@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
+from .chat import Message, ToolSchema
 from . import safejson
 from .errors import ForgegitError
 from .llm import LLM, TASK_FAILURES, ChatResult, LLMError
@@ -50,7 +51,7 @@ CUT_OFF = "the reply was cut off (finish_reason: length)"  # Trajectory.error of
 class Trajectory:
     """What an agent did on one task: the messages, its final answer and why it stopped."""
 
-    messages: list[dict[str, Any]]
+    messages: list[Message]
     answer: Optional[str]
     stop: str  # "answer" | "turn_limit" | "llm_error" | "timeout" | "agent_error"
     error: str = ""
@@ -70,7 +71,7 @@ class Toolbox:
         self.names = {s.name for s in specs}
         self._nullable = {s.name: _omittable_without_default(s.parameters) for s in specs}
 
-    def schemas(self) -> list[dict[str, Any]]:
+    def schemas(self) -> list[ToolSchema]:
         tools = [s.tool() for s in self.specs]
         return tools + ([PYTHON_TOOL] if self.python_tool else [])
 
@@ -104,7 +105,7 @@ def _omittable_without_default(schema: dict[str, Any]) -> list[str]:
 class AgentContext:
     """What a custom agent receives besides the task: tool schemas, a tool runner and the model."""
 
-    tools: list[dict[str, Any]]
+    tools: list[ToolSchema]
     toolbox: Toolbox
     llm: LLM
     settings: Settings
@@ -113,7 +114,7 @@ class AgentContext:
     async def call_tool(self, name: str, arguments: Union[str, dict[str, Any]]) -> str:
         return (await self.toolbox.call(name, arguments))[0]
 
-    async def chat(self, messages: list[dict[str, Any]], **kw: Any) -> ChatResult:
+    async def chat(self, messages: list[Message], **kw: Any) -> ChatResult:
         result = await self.llm.chat(messages, **kw)
         self.usage.add(result.usage)
         return result
@@ -129,7 +130,7 @@ def _system_prompt(settings: Settings) -> str:
 
 async def builtin_agent(task: Task, ctx: AgentContext) -> Trajectory:
     """The tool-calling loop: ask, run the tool calls, feed results back, stop at an answer or the turn limit."""
-    messages: list[dict[str, Any]] = [
+    messages: list[Message] = [
         {"role": "system", "content": _system_prompt(ctx.settings)},
         {"role": "user", "content": task.question},
     ]
@@ -183,7 +184,7 @@ def load_agent(name: str, root: Optional[Path] = None) -> AgentFn:
     return fn  # type: ignore[no-any-return]
 
 
-def _as_trajectory(out: Any, ctx: AgentContext) -> Trajectory:
+def _as_trajectory(out: object, ctx: AgentContext) -> Trajectory:
     if isinstance(out, Trajectory):
         return out
     if isinstance(out, str):

@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .chat import Message, ToolSchema
 from . import safejson
 from .errors import ForgegitError
 
 BUSY_TIMEOUT_S = 30.0
 
 
-def request_key(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]) -> str:
+def request_key(model: str, messages: list[Message], tools: list[ToolSchema] | None, params: dict[str, Any]) -> str:
     """The cache key of a request: sha256 of its canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(
         {"model": model, "messages": messages, "tools": tools, "params": params},

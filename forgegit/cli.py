@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
@@ -76,10 +76,10 @@ def _command_path(exc: click.UsageError, argv: Optional[list[str]]) -> str:
 
 
 # click >= 8.2 raises this for a bare `forgegit`; earlier versions print the help themselves.
-_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+_NO_ARGS_IS_HELP: type[click.UsageError] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-def main(argv: Optional[list[str]] = None) -> Any:
+def main(argv: Optional[list[str]] = None) -> object:
     """Entry point: ForgegitError becomes one line on stderr and a non-zero exit, never a traceback."""
     try:
         return cli.main(args=argv, prog_name="forgegit", standalone_mode=False)

@@ -75,7 +75,7 @@ class Settings:
     def effective_optimizer_model(self) -> str:
         return self.optimizer_model or self.model
 
-    def with_overrides(self, **overrides: Any) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> "Settings":  # Any: each field has its own type
         """A copy with the given (non-None) values replaced."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from .chat import Conversation, Message
 from . import git, safejson
 from .workflow_commands import safe_text
 
@@ -77,7 +78,7 @@ def _cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:half]}\n…[{len(text) - 2 * half:,} characters cut]…\n{text[-half:]}"
 
 
-def _text(content: Any) -> str:
+def _text(content: object) -> str:
     if content is None:
         return ""
     if isinstance(content, list):
@@ -115,7 +116,7 @@ def compact(data: dict[str, Any], max_bytes: int = MAX_BLOB_BYTES) -> bytes:
         if isinstance(record.get(k), str):
             record[k] = _cut(record[k])
 
-    def encoded(msgs: list[dict[str, Any]]) -> bytes:
+    def encoded(msgs: list[Message]) -> bytes:
         return json.dumps({**record, "messages": msgs}, ensure_ascii=False, default=str).encode()
 
     blob = encoded(messages)
@@ -187,14 +188,8 @@ def _root_entries(repo: Path, commit: str) -> dict[str, str]:
     """{evaluation key: tree id} of the ref's commit (entries that are not key -> tree are dropped)."""
     if not commit:
         return {}
-    out = _git(["ls-tree", "-z", commit], repo).stdout.decode("utf-8", "replace")
-    entries = {}
-    for item in out.split("\0"):
-        meta, _, name = item.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[1] == "tree" and _KEY.fullmatch(name) and _OID.fullmatch(parts[2]):
-            entries[name] = parts[2]
-    return entries
+    with git.Objects(repo) as objects:
+        return {e.name: e.oid for e in objects.entries(commit) if e.kind == "tree" and _KEY.fullmatch(e.name)}
 
 
 def _commit(repo: Path, entries: dict[str, str]) -> str:
@@ -237,41 +232,7 @@ def publish(repo: Path, trees: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------- reading
 
 
-def _object_type(repo: Path, oid: str) -> str:
-    return _git(["cat-file", "-t", oid], repo).stdout.decode().strip()
-
-
-def _sizes(repo: Path, oids: list[str]) -> dict[str, tuple[str, int]]:
-    proc = _git(["cat-file", "--batch-check"], repo, ("\n".join(oids) + "\n").encode())
-    out: dict[str, tuple[str, int]] = {}
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2].isdigit():
-            out[parts[0]] = (parts[1], int(parts[2]))
-    return out
-
-
-def _blobs(repo: Path, oids: list[str]) -> dict[str, bytes]:
-    """The contents of blobs (each already checked to be a blob under READ_BLOB_BYTES)."""
-    if not oids:
-        return {}
-    proc = _git(["cat-file", "--batch"], repo, ("\n".join(oids) + "\n").encode())
-    data, pos, out = proc.stdout, 0, {}
-    for oid in oids:
-        end = data.find(b"\n", pos)
-        if end < 0:
-            break
-        header = data[pos:end].split()
-        if len(header) < 3 or not header[2].isdigit():
-            pos = end + 1
-            continue
-        size = int(header[2])
-        out[oid] = data[end + 1:end + 1 + size]
-        pos = end + 1 + size + 1
-    return out
-
-
-def shape_problem(data: Any, task_id: str) -> str:
+def shape_problem(data: object, task_id: str) -> str:
     """Why data is not the stored conversation of task_id ("" when it is)."""
     if not isinstance(data, dict):
         return "not a JSON object"
@@ -292,7 +253,7 @@ def shape_problem(data: Any, task_id: str) -> str:
     return ""
 
 
-def load(repo: Path, tree: str, task_ids: Optional[Iterable[str]] = None) -> dict[str, list[dict[str, Any]]]:
+def load(repo: Path, tree: str, task_ids: Optional[Iterable[str]] = None) -> dict[str, Conversation]:
     """The stored messages of an evaluation's tasks (all, or those of task_ids), by task id.
     {} when tree is empty or not in this repository; an unreadable entry is reported and left out."""
     if not tree:
@@ -301,38 +262,34 @@ def load(repo: Path, tree: str, task_ids: Optional[Iterable[str]] = None) -> dic
     if not _OID.fullmatch(tree):
         _report(where, "not an object id")
         return {}
-    kind = _sizes(repo, [tree]).get(tree)
-    if kind is None:
-        return {}  # not fetched here (or pruned): the prompt says there is no conversation
-    if kind[0] != "tree":
-        _report(where, f"a {kind[0]}, not a tree")
-        return {}
-    if kind[1] > MAX_TREE_BYTES:
-        _report(where, f"its listing is {kind[1]:,} bytes, at most {MAX_TREE_BYTES:,}")
-        return {}
-    listing = _git(["ls-tree", "-z", tree], repo).stdout.decode("utf-8", "replace")
-    by_name: dict[str, str] = {}
-    for item in listing.split("\0"):
-        meta, _, name = item.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob" and _OID.fullmatch(parts[2]):
-            by_name[name] = parts[2]
-    wanted = ([(str(t), file_name(str(t))) for t in task_ids] if task_ids is not None
-              else [(n[:-5], n) for n in by_name if n.endswith(".json")])
-    present = [(t, n, by_name[n]) for t, n in wanted if n in by_name]
-    sizes = _sizes(repo, sorted({oid for _, _, oid in present}))
-    readable = []
-    for task_id, _name, oid in present:
-        kind_size = sizes.get(oid)
-        if kind_size is None:
-            continue
-        if kind_size[1] > READ_BLOB_BYTES:
-            _report(f"the conversation of task {safe_text(task_id, 60)} ({oid[:12]})",
-                    f"{kind_size[1]:,} bytes, at most {READ_BLOB_BYTES:,}")
-            continue
-        readable.append((task_id, oid))
-    contents = _blobs(repo, sorted({oid for _, oid in readable}))
-    out: dict[str, list[dict[str, Any]]] = {}
+    with git.Objects(repo) as objects:
+        kind = objects.info(tree)
+        if kind is None:
+            return {}  # not fetched here (or pruned): the prompt says there is no conversation
+        if kind[0] != "tree":
+            _report(where, f"a {kind[0]}, not a tree")
+            return {}
+        if kind[1] > MAX_TREE_BYTES:
+            _report(where, f"its listing is {kind[1]:,} bytes, at most {MAX_TREE_BYTES:,}")
+            return {}
+        by_name = {e.name: e.oid for e in objects.entries(tree) if e.kind == "blob"}
+        wanted = ([(str(t), file_name(str(t))) for t in task_ids] if task_ids is not None
+                  else [(n[:-5], n) for n in by_name if n.endswith(".json")])
+        readable: list[tuple[str, str]] = []
+        contents: dict[str, bytes] = {}
+        for task_id, name in wanted:
+            oid = by_name.get(name)
+            found = objects.info(oid) if oid else None
+            if oid is None or found is None:
+                continue
+            if found[1] > READ_BLOB_BYTES:
+                _report(f"the conversation of task {safe_text(task_id, 60)} ({oid[:12]})",
+                        f"{found[1]:,} bytes, at most {READ_BLOB_BYTES:,}")
+                continue
+            if oid not in contents:
+                contents[oid] = objects.blob(oid, READ_BLOB_BYTES) or b""
+            readable.append((task_id, oid))
+    out: dict[str, Conversation] = {}
     for task_id, oid in readable:
         what = f"the conversation of task {safe_text(task_id, 60)} ({oid[:12]})"
         try:
@@ -405,14 +362,8 @@ class PruneReport:
     removed_keys: list[str] = field(default_factory=list)
 
 
-def _tree_bytes(repo: Path, tree: str) -> int:
-    listing = _git(["ls-tree", "-l", "-z", tree], repo).stdout.decode("utf-8", "replace")
-    total = 0
-    for item in listing.split("\0"):
-        parts = item.partition("\t")[0].split()
-        if len(parts) == 4 and parts[3].isdigit():
-            total += int(parts[3])
-    return total
+def _tree_bytes(objects: git.Objects, tree: str) -> int:
+    return sum(found[1] for e in objects.entries(tree) if e.kind == "blob" and (found := objects.info(e.oid)))
 
 
 def _age_days(created: str, now: _dt.datetime) -> float:
@@ -439,7 +390,8 @@ def prune(repo: Path, referenced: dict[str, str], *, older_than_days: Optional[f
         return older_than_days is None or _age_days(referenced[key], now) <= older_than_days
 
     kept = {k: v for k, v in entries.items() if keep(k)}
-    sizes = {k: _tree_bytes(repo, v) for k, v in entries.items()}
+    with git.Objects(repo) as objects:
+        sizes = {k: _tree_bytes(objects, v) for k, v in entries.items()}
     report = PruneReport(len(kept), len(entries) - len(kept), sum(sizes[k] for k in kept),
                          sum(sizes[k] for k in entries if k not in kept), 0, sorted(set(entries) - set(kept)))
     staging = git.state_dir(repo) / "trajectories"

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, TypeVar
 
 from .errors import ForgegitError
 from .records import Usage
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+R = TypeVar("R")
 
 # USD per 1M tokens (prompt, completion, cached prompt). As of 2025, check your provider: prices
 # change, and proxies or self-hosted models cost something else; set `[prices]` in forgegit.toml.
@@ -37,7 +42,7 @@ PRICES_SETTING = "[prices]"  # where users set a price, named by every message a
 _SEPARATORS = ("-", ":", "@")
 
 
-def _number(value: Any) -> float:
+def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError
     return float(value)
@@ -93,12 +98,12 @@ def usage_cost(usage: Usage, overrides: Optional[Mapping[str, Any]] = None) -> f
                for m, t in usage.models.items())
 
 
-def reprice(record: Any, overrides: Optional[Mapping[str, Any]] = None) -> Any:
+def reprice(record: R, overrides: Optional[Mapping[str, Any]] = None) -> R:
     """record (a RunRecord, EvalResult, EpochRecord, ...) with every Usage in it costed at today's
     `[prices]`: notes keep tokens, and the cost shown is computed from them when it is shown."""
     seen: set[int] = set()
 
-    def walk(obj: Any) -> None:
+    def walk(obj: object) -> None:
         if id(obj) in seen:
             return
         seen.add(id(obj))
@@ -123,7 +128,7 @@ def unpriced(models: list[str], overrides: Optional[Mapping[str, Any]] = None) -
     return [m for m in dict.fromkeys(models) if _lookup(m, overrides) is None]
 
 
-def budget_problem(settings: Any) -> Optional[str]:
+def budget_problem(settings: Settings) -> Optional[str]:
     """Why a USD budget cannot be kept (a model with no known price costs $0.00 and never reaches
     it), naming the `[prices]` setting; None when there is no USD budget or every model is priced."""
     if not settings.budget_usd:

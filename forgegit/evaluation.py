@@ -8,8 +8,9 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
+from .chat import Conversation
 from . import conversations, git, notes, safejson
 from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
 from .checkers import cut_off_verdict, get_checker
@@ -70,11 +71,11 @@ def load_checkpoint(path: Path, tasks: TaskSet) -> dict[str, TaskResult]:
     return done
 
 
-def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
+def load_trajectories(repo: Path, key: str) -> dict[str, Conversation]:
     """The staged messages of an evaluation's tasks on this machine, by task id (notes written before
     conversations were stored in git point here; {} when there are none)."""
     d = trajectories_dir(repo, key)
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Conversation] = {}
     if d.is_dir():
         for p in sorted(d.glob("*.json")):
             try:
@@ -86,7 +87,7 @@ def load_trajectories(repo: Path, key: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def conversations_of(repo: Path, result: EvalResult) -> dict[str, list[dict[str, Any]]]:
+def conversations_of(repo: Path, result: EvalResult) -> dict[str, Conversation]:
     """The agent's messages on each task of result, by task id: from git (the tree its note names, if
     this clone has it), else what this machine staged for it."""
     ids = [r.task_id for r in result.results]

@@ -17,7 +17,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, cast
+from email.message import Message
+from typing import Any, Mapping, Optional, Sequence, Union, cast
 
 from . import conversations, git, notes
 from .errors import ForgegitError
@@ -64,8 +65,10 @@ def server_url_for(api_url: str) -> str:
 
 # --- errors ---------------------------------------------------------------------------
 
+Headers = Union[Mapping[str, str], Message]  # an HTTPError's headers, or a dict in tests
 
-def _rate_limited(status: int, headers: Any, message: str) -> Optional[str]:
+
+def _rate_limited(status: int, headers: Headers, message: str) -> Optional[str]:
     """The rate-limit message for a 403/429 that is a rate limit, else None."""
     remaining = headers.get("x-ratelimit-remaining")
     retry_after = headers.get("retry-after")
@@ -82,7 +85,7 @@ def _rate_limited(status: int, headers: Any, message: str) -> Optional[str]:
     return None
 
 
-def _validation_message(payload: Any) -> str:
+def _validation_message(payload: object) -> str:
     """GitHub's 422 message with its error details, e.g. 'Validation Failed: No commits between ...'."""
     if not isinstance(payload, dict):
         return str(payload or "Validation Failed")
@@ -97,7 +100,7 @@ def _validation_message(payload: Any) -> str:
     return f"{msg}: {'; '.join(d for d in details if d)}" if any(details) else msg
 
 
-def error_for(status: int, headers: Any, payload: Any, what: str, repository: str) -> GitHubError:
+def error_for(status: int, headers: Headers, payload: object, what: str, repository: str) -> GitHubError:
     """One clear line for a failed API call."""
     message = str(payload.get("message", "")) if isinstance(payload, dict) else str(payload or "")
     limited = _rate_limited(status, headers, message)

@@ -18,9 +18,12 @@ try:  # openai >= 3 sends requests through httpx2, earlier versions through http
 except ImportError:  # pragma: no cover
     from httpx import Response as _HTTP_RESPONSE  # type: ignore[no-redef, import-not-found, unused-ignore]
 
+from .chat import Message, ToolSchema
 from . import safejson
+from .cache import ResponseCache
 from .cost import cost_of
 from .errors import ForgegitError
+from .ratelimit import AdaptiveLimiter
 from .records import ModelTokens, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -55,7 +58,7 @@ class LLMError(ForgegitError):
 class ChatResult:
     """One assistant reply as a plain dict, why it stopped, and what it cost."""
 
-    message: dict[str, Any]
+    message: Message
     finish_reason: str
     usage: Usage
     cached: bool = False
@@ -97,7 +100,7 @@ def check_base_url(url: str, name: str = "OPENAI_BASE_URL") -> None:
                        f"e.g. http://{bare or 'localhost:11434/v1'}", "config")
 
 
-def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def wire_messages(messages: list[Message]) -> list[Message]:
     """messages as sent: a null content (an assistant turn that only called tools) becomes "".
 
     OpenAI accepts null there, llama-cpp-python's server answers 500 to it; "" is accepted by all."""
@@ -129,12 +132,12 @@ class LLM:
         model: str,
         *,
         endpoint: Optional[Endpoint] = None,
-        cache: Any = None,
+        cache: Optional[ResponseCache] = None,
         use_cache: bool = True,
         prices: Optional[Mapping[str, Any]] = None,
         max_retries: int = 5,
         timeout: float = 300.0,
-        limiter: Any = None,
+        limiter: Optional[AdaptiveLimiter] = None,
         backoff: Optional[float] = None,
         max_tokens: int = 0,
         tool_choice: str = "auto",
@@ -181,10 +184,10 @@ class LLM:
 
     async def chat(
         self,
-        messages: list[dict[str, Any]],
+        messages: list[Message],
         *,
-        tools: Optional[list[dict[str, Any]]] = None,
-        tool_choice: Any = None,
+        tools: Optional[list[ToolSchema]] = None,
+        tool_choice: Optional[str | dict[str, object]] = None,
         model: Optional[str] = None,
         temperature: Optional[float] = 0.0,
     ) -> ChatResult:
@@ -225,7 +228,7 @@ class LLM:
                 self.cache.put(key, params, raw)
         return self._result(model, raw, cached=False)
 
-    def _reply_room(self, messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]]) -> int:
+    def _reply_room(self, messages: list[Message], tools: Optional[list[ToolSchema]]) -> int:
         """max_tokens, lowered where a known context window cannot hold the prompt and that many more
         (vLLM and OpenAI refuse prompt + max_tokens over the window)."""
         if not self._window:
@@ -367,7 +370,7 @@ async def _discover_window(client: openai.AsyncOpenAI, base_url: str, model: str
         except Exception:
             return None
 
-    def positive(v: Any) -> Optional[int]:
+    def positive(v: object) -> Optional[int]:
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
 
     models = await get(f"{base_url}/models")
@@ -408,7 +411,7 @@ async def _discover_window(client: openai.AsyncOpenAI, base_url: str, model: str
     return None
 
 
-def _props_n_ctx(props: Any) -> Optional[int]:
+def _props_n_ctx(props: object) -> Optional[int]:
     if not isinstance(props, dict):
         return None
     for where in (props, props.get("default_generation_settings")):
@@ -419,12 +422,12 @@ def _props_n_ctx(props: Any) -> Optional[int]:
     return None
 
 
-def _count(value: Any) -> int:
+def _count(value: object) -> int:
     """A token count from a server's usage object (anything else counts 0)."""
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
 
 
-def cached_prompt_tokens(usage: Any) -> int:
+def cached_prompt_tokens(usage: object) -> int:
     """The prompt tokens a provider served from its prompt cache: OpenAI's (and vLLM's, llama.cpp's)
     `usage.prompt_tokens_details.cached_tokens`, or DeepSeek's `prompt_cache_hit_tokens`."""
     if not isinstance(usage, dict):

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ NOTES_REF = "refs/notes/forgegit"
 TMP_PREFIX = "refs/notes/forgegit-tmp/"  # private refs an update builds its notes commit on
 FORMAT = 1
 NOTE_DEPTH = 64  # JSON levels a note may nest (task fields are limited to tasks.MAX_DEPTH)
+MAX_NOTE_BYTES = 64 << 20  # a note larger than this is not read (a 2,000-task evaluation's is about 1 MB)
 CAS_ATTEMPTS = 100
 LOCK_TIMEOUT_S = 120.0
 _ZERO = "0" * 40
@@ -108,14 +108,14 @@ _PARTS: dict[str, Callable[[Any], None]] = {
 }
 
 
-def _each(value: Any, where: str, cls: type) -> None:
+def _each(value: object, where: str, cls: type) -> None:
     if not isinstance(value, dict):
         raise RecordError(f"{where}: expected an object")
     for k, v in value.items():
         check(cls, v, f"{where}.{k}")
 
 
-def check_note(note: Any) -> None:
+def check_note(note: object) -> None:
     """Raise RecordError unless note has the shape of a forgegit note (unknown top-level keys are kept)."""
     if not isinstance(note, dict):
         raise RecordError(f"expected a JSON object, got {type(note).__name__}")
@@ -128,7 +128,7 @@ def parse_note(text: str | bytes, commit: str) -> Optional[dict[str, Any]]:
     """A note's JSON when it is a valid forgegit note; None (reported once) when it is not.
     A note that is not JSON at all is someone else's (e.g. `git notes add -m`): None, silently."""
     try:
-        data = safejson.loads(text, max_depth=NOTE_DEPTH)
+        data = safejson.loads(text, max_depth=NOTE_DEPTH, max_bytes=MAX_NOTE_BYTES)
     except safejson.JSONError as exc:
         if "nested too deeply" in str(exc) or "too large" in str(exc):
             _report(commit, str(exc))
@@ -161,21 +161,12 @@ def all_notes(repo: Path) -> dict[str, dict[str, Any]]:
     pairs = list(zip(listing[0::2], listing[1::2]))
     todo = [(b, o) for b, o in pairs if b not in _parsed]
     if todo:
-        proc = subprocess.run(
-            git.command(["cat-file", "--batch"]), cwd=repo, input=("\n".join(b for b, _ in todo) + "\n").encode(),
-            capture_output=True, env=git.clean_env(),
-        )
-        out, pos = proc.stdout, 0
+        annotated = dict(todo)
+        bodies = git.read_blobs(repo, list(annotated), MAX_NOTE_BYTES, lambda blob, size: _report(
+            annotated[blob], f"too large: {size:,} bytes, at most {MAX_NOTE_BYTES:,}"))
         for blob, obj in todo:
-            header_end = out.index(b"\n", pos)
-            header = out[pos:header_end].split()
-            if len(header) < 3 or header[1] != b"blob":  # missing (or not a blob)
-                pos = header_end + 1
-                continue
-            size = int(header[2])
-            body = out[header_end + 1: header_end + 1 + size]
-            pos = header_end + 1 + size + 1
-            _parsed[blob] = parse_note(body, obj)
+            if blob in bodies:
+                _parsed[blob] = parse_note(bodies[blob], obj)
     notes = {}
     for blob, obj in pairs:
         data = _parsed.get(blob)

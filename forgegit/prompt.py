@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from .chat import Conversation, Message, ToolSchema
 from . import attempts as attempts_mod, selection
 from .attempts import Attempt
 from .function_files import file_name
@@ -73,7 +74,7 @@ def _tool(name: str, description: str, properties: dict[str, Any], required: lis
         "parameters": {"type": "object", "properties": properties, "required": required}}}
 
 
-ACTION_TOOLS: list[dict[str, Any]] = [
+ACTION_TOOLS: list[ToolSchema] = [
     _tool("add_function", "Add a new function file functions/<name>.py. The function in code MUST be named <name>.",
           {"name": _NAME, "description": _DESCRIPTION, "arguments": _ARGUMENTS, "packages": _PACKAGES, "code": _CODE},
           ["name", "description", "arguments", "code"]),
@@ -229,7 +230,7 @@ def _render_score_history(history: list[EpochScore]) -> str:
     return "\n".join(lines)
 
 
-def content_text(content: Any) -> str:
+def content_text(content: object) -> str:
     if content is None:
         return ""
     if isinstance(content, list):
@@ -237,7 +238,7 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def _render_conversation(messages: list[dict[str, Any]]) -> str:
+def _render_conversation(messages: list[Message]) -> str:
     """A trajectory as plain lines: the question, each call with its arguments, each tool output (cut), the answer."""
     names: dict[str, str] = {}
     lines = []
@@ -293,7 +294,7 @@ def _ordered_results(last_eval: EvalResult, forbidden: frozenset[str]) -> list[T
 
 
 def _fit_trajectories(results: list[TaskResult], bodies: dict[str, str], budget: int,
-                      conversations: Optional[dict[str, list[dict[str, Any]]]] = None, *, seed: int = 0,
+                      conversations: Optional[dict[str, Conversation]] = None, *, seed: int = 0,
                       show_expected: bool = True) -> str:
     """Task blocks within budget tokens, built for learning rather than listing: a summary of every
     failure (when not all are shown in full), FULL_CONVERSATIONS failed tasks with their whole
@@ -374,7 +375,7 @@ TEMPLATE_TOKENS = 128  # role markers and the template's own words
 
 
 def fit_to_window(context_tokens: int, window: Optional[int], reply_tokens: int,
-                  tools: Optional[list[dict[str, Any]]] = None) -> int:
+                  tools: Optional[list[ToolSchema]] = None) -> int:
     """The optimizer prompt's budget: context_tokens, or less where the model's context window must
     also hold the tool schemas, the reply (up to a quarter of the window) and a margin for a tokenizer
     that counts more than forgegit's estimate."""
@@ -398,7 +399,7 @@ async def window_budget(llm: LLM, context_tokens: int, model: Optional[str]) -> 
 def build_prompt(
     functions: dict[str, bytes],
     last_eval: EvalResult,
-    trajectories: dict[str, list[dict[str, Any]]],
+    trajectories: dict[str, Conversation],
     score_history: list[EpochScore],
     *,
     max_actions: int,
@@ -408,7 +409,7 @@ def build_prompt(
     show_expected: bool = True,
     seed: int = 0,
     feedback: str = "",
-) -> list[dict[str, Any]]:
+) -> list[Message]:
     """The optimizer's system and user messages, trimmed to context_tokens; forbidden tasks never appear.
     `feedback` (the reviewers' words, reviews.prompt_section) opens the user message, in a section of its own.
 
@@ -435,7 +436,7 @@ def build_prompt(
                      if feedback.strip() else "")
     conversations = {str(k): v for k, v in trajectories.items() if str(k) in shown}
 
-    def messages(traj_text: str, functions_text: str, attempts_text: str = "(none yet)") -> list[dict[str, Any]]:
+    def messages(traj_text: str, functions_text: str, attempts_text: str = "(none yet)") -> list[Message]:
         user = feedback_text + USER_PROMPT.format(
             count=len(functions), functions=functions_text, history=history_text, attempts=attempts_text,
             passed=passed, total=total, trajectories=traj_text, max_actions=max_actions)

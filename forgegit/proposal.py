@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
+from .chat import Conversation, Message
 from . import safejson
 from .attempts import Attempt, files_key, tried_reason
 from .errors import ForgegitError
@@ -39,7 +40,7 @@ class Proposal:
     rejected: list[ActionRecord]
     rationale: str
     usage: Usage
-    messages: list[dict[str, Any]]
+    messages: list[Message]
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -178,7 +179,7 @@ def _content_call(item: dict[str, Any]) -> Optional[tuple[str, Any]]:
     return None
 
 
-def reply_size(message: dict[str, Any]) -> int:
+def reply_size(message: Message) -> int:
     """Characters of a reply's text and tool-call arguments."""
     size = len(content_text(message.get("content")))
     for c in _tool_call_list(message):
@@ -193,12 +194,12 @@ def _function_of(call: dict[str, Any]) -> dict[str, Any]:
     return fn if isinstance(fn, dict) else {}
 
 
-def _tool_call_list(message: dict[str, Any]) -> list[dict[str, Any]]:
+def _tool_call_list(message: Message) -> list[dict[str, Any]]:
     calls = message.get("tool_calls")
     return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
 
 
-def _unreadable(message: dict[str, Any]) -> Optional[ActionRecord]:
+def _unreadable(message: Message) -> Optional[ActionRecord]:
     """Why nothing of a reply is read (it is too large), or None."""
     size = reply_size(message)
     if size > MAX_REPLY_CHARS:
@@ -207,7 +208,7 @@ def _unreadable(message: dict[str, Any]) -> Optional[ActionRecord]:
     return None
 
 
-def parse_actions(message: dict[str, Any], max_actions: int) -> tuple[list[Action], list[ActionRecord]]:
+def parse_actions(message: Message, max_actions: int) -> tuple[list[Action], list[ActionRecord]]:
     """Actions from an assistant message's tool calls (or a JSON answer in its text); rejects with reasons.
     Any message, however malformed, gives actions and rejections, never an exception."""
     too_big = _unreadable(message)
@@ -337,7 +338,7 @@ def _summary(actions: list[Action]) -> str:
     return ", ".join(f"{a.kind} {a.name}" for a in actions)
 
 
-def _tool_outcomes(message: dict[str, Any], outcomes: list[tuple[Optional[Action], Optional[ActionRecord]]]) -> list[dict[str, Any]]:
+def _tool_outcomes(message: Message, outcomes: list[tuple[Optional[Action], Optional[ActionRecord]]]) -> list[Message]:
     """One tool message per tool call of message, saying whether its action was applied and why not."""
     out = []
     for call, (action, record) in zip(_tool_call_list(message), outcomes):
@@ -364,7 +365,7 @@ async def _validate_all(actions: list[Action], current: dict[str, bytes], check:
     return accepted, rejected, current, by_index
 
 
-def _outcomes_per_call(message: dict[str, Any], max_actions: int, actions: list[Action],
+def _outcomes_per_call(message: Message, max_actions: int, actions: list[Action],
                        by_index: dict[int, ActionRecord]) -> list[tuple[Optional[Action], Optional[ActionRecord]]]:
     """Match each tool call of message to its outcome (parse rejections are re-derived call by call)."""
     out: list[tuple[Optional[Action], Optional[ActionRecord]]] = []
@@ -383,8 +384,8 @@ def _outcomes_per_call(message: dict[str, Any], max_actions: int, actions: list[
     return out
 
 
-def _repair_messages(message: dict[str, Any], max_actions: int, actions: list[Action],
-                     by_index: dict[int, ActionRecord], rejected: list[ActionRecord], left: int) -> list[dict[str, Any]]:
+def _repair_messages(message: Message, max_actions: int, actions: list[Action],
+                     by_index: dict[int, ActionRecord], rejected: list[ActionRecord], left: int) -> list[Message]:
     prompt = REPAIR_PROMPT.format(left=left)
     if _tool_call_list(message):
         outcomes = _outcomes_per_call(message, max_actions, actions, by_index)
@@ -397,7 +398,7 @@ def _repair_messages(message: dict[str, Any], max_actions: int, actions: list[Ac
 _READ_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError, MemoryError)
 
 
-async def _ask(llm: LLM, messages: list[dict[str, Any]], model: Optional[str]) -> tuple[Optional[ChatResult], Optional[ActionRecord]]:
+async def _ask(llm: LLM, messages: list[Message], model: Optional[str]) -> tuple[Optional[ChatResult], Optional[ActionRecord]]:
     """(the reply, None), or (None, a rejection saying why) when the reply cannot even be read as a
     message. A cached reply then fails the same way, as a rejection again, never as a crash."""
     try:
@@ -412,11 +413,11 @@ async def _ask(llm: LLM, messages: list[dict[str, Any]], model: Optional[str]) -
     return reply, None
 
 
-def _text_of(message: dict[str, Any]) -> str:
+def _text_of(message: Message) -> str:
     return content_text(message.get("content"))[: MAX_RATIONALE_CHARS + 1].strip()
 
 
-def _repairable(message: dict[str, Any]) -> bool:
+def _repairable(message: Message) -> bool:
     """Whether a repair round may send this reply back: not when it is too large or has too many calls."""
     return _unreadable(message) is None and len(_tool_call_list(message)) <= MAX_TOOL_CALLS
 
@@ -425,7 +426,7 @@ async def propose(
     llm: LLM,
     functions: dict[str, bytes],
     last_eval: EvalResult,
-    trajectories: dict[str, list[dict[str, Any]]],
+    trajectories: dict[str, Conversation],
     score_history: list[EpochScore],
     *,
     max_actions: int = 3,

@@ -92,7 +92,7 @@ def _check(tp: Any, value: Any, where: str) -> None:
         raise RecordError(f"{where}: expected {_type_name(tp)}, got {_json_type(value)}")
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     if value is None:
         return "null"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import git, history
 from .errors import ForgegitError
@@ -42,7 +42,7 @@ def newer(created: str, since: str) -> bool:
     return _time(created) > _time(since)
 
 
-def clean(text: Any, limit: int = MAX_COMMENT_CHARS) -> str:
+def clean(text: object, limit: int = MAX_COMMENT_CHARS) -> str:
     """Review text bounded: a string, no control or bidi characters (newlines kept), at most limit characters."""
     body = _CONTROL.sub("", str(text or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
     return body if len(body) <= limit else body[: limit - 1] + "…"
@@ -136,7 +136,7 @@ def fetch_run(repo: Path, branch: str, remote: str = "origin") -> None:
 
 
 def pending(client: GitHubClient, repo: Path, remote: str = "origin",
-            echo: Any = None) -> Optional[ReviewRound]:
+            echo: Optional[Callable[[str], None]] = None) -> Optional[ReviewRound]:
     """The open forgegit PR with review feedback newer than its run's last round (the newest such feedback
     wins), as a round to train on; None when there is none."""
     best: Optional[ReviewRound] = None

@@ -17,7 +17,7 @@ class JSONError(ValueError):
     """Text that is not JSON within the bounds asked for; the message is one line."""
 
 
-def depth(value: Any) -> int:
+def depth(value: object) -> int:
     """How deeply containers nest in value (a scalar is 0, `[]` is 1), without recursion."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]

@@ -240,7 +240,7 @@ def _remove_tree(path: str) -> None:
     links, and never touches a directory outside path: the temp base itself is not ours to change)."""
     top = os.path.abspath(path)
 
-    def unlock(function: Any, failed: str, exc_info: Any) -> None:
+    def unlock(function: object, failed: str, exc_info: object) -> None:
         for d in (os.path.dirname(failed), failed):
             d = os.path.abspath(d)
             if d == top or d.startswith(top + os.sep):

@@ -15,6 +15,7 @@ import ast
 import base64
 import builtins
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import inspect
 import io
@@ -28,7 +29,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Optional, Sequence
 
 PYTHON_FILE = "<python>"  # file name of code run by the `python` tool
 
@@ -44,12 +45,13 @@ STATE: dict[str, Any] = {}
 class FunctionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports function files from memory: `import digit_sum` gives functions/digit_sum.py."""
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
+                  target: Optional[types.ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
         if path is None and fullname in SOURCES:
             return importlib.util.spec_from_loader(fullname, self, origin=f"{fullname}.py")
         return None
 
-    def create_module(self, spec: Any) -> None:
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
         return None
 
     def exec_module(self, module: types.ModuleType) -> None:
@@ -68,7 +70,7 @@ class _ImportTimeout(BaseException):
     """Raised by SIGALRM when module-level code runs too long."""
 
 
-def _alarm(signum: int, frame: Any) -> None:
+def _alarm(signum: int, frame: Optional[types.FrameType]) -> None:
     raise _ImportTimeout()
 
 

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .chat import Conversation
 from .records import TaskResult
 
 SUMMARY_ITEMS = 6  # feedback shapes and functions listed in the summary of the rest
@@ -52,7 +53,7 @@ def traits(r: TaskResult, messages: Iterable[Any]) -> Traits:
     return Traits(r.failure or "wrong_answer", feedback_shape(r.feedback), functions_called(messages))
 
 
-def diverse_order(failed: list[TaskResult], conversations: dict[str, list[dict[str, Any]]], seed: int = 0,
+def diverse_order(failed: list[TaskResult], conversations: dict[str, Conversation], seed: int = 0,
                   picks: int = 12) -> list[TaskResult]:
     """failed reordered so its first `picks` cover as many failure kinds, feedback shapes and functions
     as they can (tasks with a recorded conversation first); the rest follow in a seeded order."""
@@ -82,7 +83,7 @@ def diverse_order(failed: list[TaskResult], conversations: dict[str, list[dict[s
     return chosen + left
 
 
-def summary(failed: list[TaskResult], conversations: dict[str, list[dict[str, Any]]]) -> str:
+def summary(failed: list[TaskResult], conversations: dict[str, Conversation]) -> str:
     """Counts of failed tasks by failure kind, feedback shape and functions called, in a few lines."""
     if not failed:
         return ""

@@ -24,11 +24,11 @@ LIMIT = 400  # characters of a summary line
 _SIGNS = {"add": "+", "revise": "~", "remove": "-"}
 
 
-def _pct(value: Any) -> str:
+def _pct(value: object) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
 
 
-def _tokens(usage: Any) -> str:
+def _tokens(usage: object) -> str:
     if not isinstance(usage, dict):
         return ""
     total = sum(v for k in ("prompt_tokens", "completion_tokens")

@@ -60,7 +60,7 @@ class TaskSet:
         return self.subset(ids, f"sample{seed}/{size}")
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -68,7 +68,7 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
             dict: "an object"}.get(type(value), "null" if value is None else type(value).__name__)
 

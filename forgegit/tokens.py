@@ -17,7 +17,9 @@ import os
 import re
 import tempfile
 from functools import lru_cache
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
+
+from .chat import Message
 
 DEFAULT_MARKER = "…[cut N tokens]…"
 
@@ -101,11 +103,11 @@ def count_tokens(text: str) -> int:
     return exact(text) if exact is not None else approx_tokens(text)
 
 
-def _value_text(value: Any) -> str:
+def _value_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def count_message_tokens(messages: list[dict[str, Any]]) -> int:
+def count_message_tokens(messages: list[Message]) -> int:
     """Tokens of a chat request's messages, with OpenAI's per-message overhead (3 each, 3 to prime the reply)."""
     total = 3
     for m in messages:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .chat import ToolSchema
 from . import git, notes
 from .agent import Toolbox as AgentToolbox
 from .agent import _omittable_without_default
@@ -193,7 +194,7 @@ class Toolbox:
     def names(self) -> list[str]:
         return [t["function"]["name"] for t in self.schemas()]
 
-    def schemas(self) -> list[dict[str, Any]]:
+    def schemas(self) -> list[ToolSchema]:
         """The OpenAI `tools=[...]` entries: {"type": "function", "function": {name, description, parameters}}."""
         return self._tools.schemas()
 

@@ -160,7 +160,7 @@ class Worktree:
             shutil.rmtree(self.path, ignore_errors=True)
         git.run(["worktree", "prune"], self.repo, check=False)
 
-    def git_out(self, *args: str, **kw: Any) -> str:
+    def git_out(self, *args: str, **kw: object) -> str:
         """`git ARGS` run in this checkout; its output."""
         return git.out(list(args), self.path, **kw)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from . import git
 from .cache import ResponseCache
@@ -32,7 +32,7 @@ class Workspace:
     settings: Settings
 
     @classmethod
-    def open(cls, cwd: str | Path = ".", config: Optional[str] = None, **overrides: Any) -> "Workspace":
+    def open(cls, cwd: str | Path = ".", config: Optional[str] = None, **overrides: object) -> "Workspace":
         cwd = Path(cwd).resolve()
         root = git.toplevel(cwd)
         path = Path(config).resolve() if config else find_config(cwd, root)

@@ -90,3 +90,53 @@ def test_reading_functions_refuses_a_symlinked_functions_directory(tmp_path: Pat
 def test_reading_functions_returns_the_regular_files(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD, "functions/README.md": "notes\n"})
     assert git.read_functions(repo, "HEAD") == {"add.py": GOOD.encode()}
+
+
+def test_object_reads_treat_untrusted_ids_as_absent(tmp_path: Path) -> None:
+    """An id from a forged note (malformed, missing, or naming the wrong kind of object) reads as absent:
+    no traceback in log, eval or the optimizer's prompt."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    blob = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    with git.Objects(repo) as objects:
+        for bad in ("", "HEAD", "zz" * 20, "0" * 40, blob[:12], blob + "\n", "-" + blob[1:]):
+            assert objects.info(bad) is None and objects.blob(bad, 1 << 20) is None and objects.entries(bad) == []
+        assert objects.entries(blob) == []  # a blob is not a tree
+        assert objects.blob(sh_git(repo, "rev-parse", "HEAD^{tree}"), 1 << 20) is None  # a tree is not a blob
+
+
+def test_object_reads_return_what_git_stores_and_refuse_oversized_blobs(tmp_path: Path) -> None:
+    """Blobs come back byte for byte up to the caller's limit; a tree lists its entries, a commit its tree's."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    blob = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    with git.Objects(repo) as objects:
+        assert objects.info(blob) == ("blob", len(GOOD.encode()))
+        assert objects.blob(blob, len(GOOD)) == GOOD.encode()
+        assert objects.blob(blob, len(GOOD) - 1) is None
+        top = {e.name: e for e in objects.entries(sh_git(repo, "rev-parse", "HEAD"))}
+        assert top["functions"].kind == "tree" and top["functions"].mode == 0o40000
+        inside = objects.entries(top["functions"].oid)
+        assert [(e.name, e.kind, e.oid) for e in inside] == [("add.py", "blob", blob)]
+
+
+def test_object_reads_ignore_a_git_dir_inherited_from_a_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a git hook (GIT_DIR set to another repository), forgegit still reads its own repository."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    other = make_repo(tmp_path / "other", {"functions/other.py": GOOD.replace("add", "other")})
+    blob = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    with git.Objects(repo) as objects:
+        assert objects.blob(blob, 1 << 20) == GOOD.encode()
+
+
+def test_many_blobs_read_at_once_skip_what_is_missing_or_too_large(tmp_path: Path) -> None:
+    """Reading every note at once: a missing id, a tree's id or a blob over the limit is left out
+    (the too-large one reported with its size), and the others come back byte for byte."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD, "big.txt": "x" * 5000})
+    small = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    big = sh_git(repo, "rev-parse", "HEAD:big.txt")
+    tree = sh_git(repo, "rev-parse", "HEAD^{tree}")
+    told: list[tuple[str, int]] = []
+    got = git.read_blobs(repo, ["0" * 40, small, tree, big, "not-an-id", small], 1000,
+                         lambda oid, size: told.append((oid, size)))
+    assert got == {small: GOOD.encode()} and told == [(big, 5000)]
+    assert git.read_blobs(repo, [], 1000) == {} and git.read_blobs(repo, ["0" * 40], 1000) == {}

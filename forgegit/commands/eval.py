@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+from click._termui_impl import ProgressBar
 
 from .. import conversations, git, notes, safejson
 from ..cost import reprice
@@ -31,7 +32,7 @@ class ProgressLine:
     def __init__(self) -> None:
         self.passed = self.tokens = self.done = self.total = self.resumed = 0
         self.started = 0.0
-        self._bar: Any = None
+        self._bar: Optional[ProgressBar[int]] = None
 
     def begin(self, label: str, total: int, done: int) -> None:
         self.end()
@@ -57,7 +58,7 @@ class ProgressLine:
         self.tokens += result.usage.total_tokens
         self.done = done
         if self._bar is not None:
-            self._bar.update(1, result)
+            self._bar.update(1)  # the label comes from info(), not from the item
 
     def end(self) -> None:
         if self._bar is not None:

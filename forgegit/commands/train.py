@@ -5,7 +5,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import click
 
@@ -48,7 +48,7 @@ from .eval import ProgressLine
 @agent_options
 def command(ws: Workspace, tasks_path: Optional[str], val_path: Optional[str], test_path: Optional[str],
             base_branch: Optional[str], run_id: Optional[str], resume: bool, merge: bool, from_pr: Optional[int],
-            reviews_path: Optional[str], **overrides: Any) -> None:
+            reviews_path: Optional[str], **overrides: object) -> None:
     """Train the functions on a task set: each epoch a commit, kept or reverted by the gate."""
     ws.settings = ws.settings.with_overrides(**overrides)
     branch = None
