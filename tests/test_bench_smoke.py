@@ -5,6 +5,7 @@ itself when its venv is missing, and the test then only checks the forgegit side
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -99,9 +100,22 @@ def test_prompt_cache() -> None:
     assert int(sent.group(2).replace(",", "")) > 0
 
 
+def test_math_grader() -> None:
+    """The math-verify comparison prints both graders' rates and times, the worst case and the rule's outcome
+    (math-verify is in the dev extra only; without it the bench says it skipped)."""
+    out = run_bench("math_grader.py")
+    if importlib.util.find_spec("math_verify") is None:
+        assert "math_grader: skipped: math-verify is not installed" in out
+        pytest.skip("math-verify is not installed")
+    assert "| grader | must-pass passed | rate | must-fail accepted | false-accept rate | median ms | p99 ms |" in out
+    assert re.search(r"\| forgegit \| (\d+)/\1 \| 100\.0% \| 0/\d+ \|", out)  # forgegit's own checker: all right
+    assert "ratio math-verify / forgegit time per judgment: median" in out and "worst case: forgegit" in out
+    assert "rule (adopt if both):" in out
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
                                   "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py",
-                                  "attribution.py", "prompt_cache.py", "run_all.py"])
+                                  "attribution.py", "prompt_cache.py", "math_grader.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()
