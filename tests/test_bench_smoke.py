@@ -113,9 +113,18 @@ def test_math_grader() -> None:
     assert "rule (adopt if both):" in out
 
 
+def test_git_reads() -> None:
+    """bench/git_reads.py reads the same notes and conversations with today's forgegit and the baseline's,
+    and prints both times, their ratio and why every note is read in bulk."""
+    out = run_bench("git_reads.py")
+    assert "| read | f542cfc (by hand) ms | today (GitPython) ms | today / f542cfc | same data |" in out
+    assert "| NO |" not in out and out.count("| yes |") == 4  # both read the same data
+    assert "every note's bytes, today: git.read_blobs" in out and "target: same data" in out
+
+
 @pytest.mark.parametrize("name", ["eval_concurrency.py", "overhead.py", "cache_resume.py", "autogen_compare.py",
                                   "sandbox.py", "faults.py", "prompt_scale.py", "conversations_store.py",
-                                  "attribution.py", "prompt_cache.py", "math_grader.py", "run_all.py"])
+                                  "attribution.py", "prompt_cache.py", "math_grader.py", "git_reads.py", "run_all.py"])
 def test_help(name: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower()
