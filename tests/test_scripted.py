@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from forgegit.scripted import Quirks, text, tool_calls
+from scripted_server import Quirks
+
+from forgegit.scripted import text, tool_calls
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
