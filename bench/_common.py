@@ -1,8 +1,11 @@
 """Shared pieces of the benchmarks: generated repositories and tasks, a counting scripted model,
 in-process training, tables.
 
-Every benchmark talks to a real loopback server (forgegit.scripted.ScriptedServer); counts of
-model calls and prompt tokens are taken on the SERVER side, tagged by model name.
+Every benchmark talks to a real loopback server (forgegit.scripted.ScriptedServer, or the tests' richer
+one, tests/scripted_server.py, for latency, concurrency counts and a prompt cache); counts of model calls
+and prompt tokens are taken on the SERVER side, tagged by model name. Importing this module puts tests/
+on sys.path, so that benches import the tests' helpers by the names the tests use (one module object
+each, whether a bench runs as a script or a test imports it).
 """
 from __future__ import annotations
 
@@ -25,8 +28,11 @@ from forgegit.records import RunRecord
 from forgegit.scripted import ScriptedServer, estimate_tokens, text, tool_calls
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent / "tests") not in sys.path:
+    sys.path.append(str(HERE.parent / "tests"))
 
-GIT_ID = ("-c", "user.name=forgegit bench", "-c", "user.email=bench@forgegit.invalid")
+BENCH_IDENTITY = ("forgegit bench", "bench@forgegit.invalid")
+GIT_ID = ("-c", f"user.name={BENCH_IDENTITY[0]}", "-c", f"user.email={BENCH_IDENTITY[1]}")
 
 
 def machine() -> str:
@@ -67,22 +73,12 @@ def git(repo: Path, *args: str, input: Optional[str] = None) -> str:
 def make_repo(path: Path, *, tasks: Optional[list[dict[str, str]]] = None, digit_sum: bool = False,
               n_functions: int = 0, model: str = demo.AGENT_MODEL, optimizer_model: str = demo.OPTIMIZER_MODEL,
               extra_config: str = "") -> Path:
-    """forgegit.demo.make_repo, then: the given tasks, digit_sum, N trivial functions, model names, config lines."""
-    demo.make_repo(path)
-    if tasks is not None:
-        (path / "tasks" / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
-    if digit_sum:
-        (path / "functions" / "digit_sum.py").write_text(demo.DIGIT_SUM)
-    for i in range(n_functions):
-        (path / "functions" / f"f_{i:04d}.py").write_text(trivial_function(i))
-    cfg = (path / "forgegit.toml").read_text()
-    cfg = cfg.replace(f'model = "{demo.AGENT_MODEL}"', f'model = "{model}"')
-    cfg = cfg.replace(f'optimizer_model = "{demo.OPTIMIZER_MODEL}"', f'optimizer_model = "{optimizer_model}"')
-    (path / "forgegit.toml").write_text(cfg + extra_config)
-    git(path, "add", "-A")
-    if git(path, "status", "--porcelain"):
-        git(path, "commit", "-q", "-m", "bench: set-up")
-    return path
+    """forgegit.demo.make_repo with: the given tasks, digit_sum, N trivial functions, model names, config lines."""
+    functions = {"add": demo.BASE_FUNCTION, **({"digit_sum": demo.DIGIT_SUM} if digit_sum else {}),
+                 **{f"f_{i:04d}": trivial_function(i) for i in range(n_functions)}}
+    files = demo.demo_files(demo.TASKS if tasks is None else tasks, functions, model=model,
+                            optimizer_model=optimizer_model, extra_config=extra_config)
+    return demo.make_repo(path, files, "bench: set-up", identity=BENCH_IDENTITY)
 
 
 # ------------------------------------------------------------------ the scripted model

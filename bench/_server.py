@@ -10,8 +10,9 @@ import json
 import sys
 
 from _common import Counter, make_script
+from scripted_server import ScriptedServer  # tests/, which _common puts on sys.path
 
-from forgegit.scripted import ScriptedServer, text
+from forgegit.scripted import text
 
 
 def main() -> None:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine, make_repo, make_script, make_tasks, table
+from scripted_server import PromptCache, ScriptedServer  # tests/, which _common puts on sys.path
 
 from forgegit.cost import PRICES
-from forgegit.scripted import PromptCache, ScriptedServer, estimate_tokens
+from forgegit.scripted import estimate_tokens
 
 
 def documented_function(i: int) -> str:

@@ -11,7 +11,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Optional, Sequence
 
 from . import git
 from .scripted import HTTPError, Reply, Script, last_user_message, text, tool_calls, tool_names, tool_results
@@ -126,24 +126,41 @@ def make_script() -> Script:
     return script
 
 
-def make_repo(path: Path) -> Path:
-    """A small repository with one function, the demo tasks and a forgegit.toml."""
-    (path / "functions").mkdir(parents=True)
-    (path / "functions" / "add.py").write_text(BASE_FUNCTION)
-    (path / "tasks").mkdir()
-    (path / "tasks" / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in TASKS))
-    (path / "forgegit.toml").write_text(
-        f'model = "{AGENT_MODEL}"\noptimizer_model = "{OPTIMIZER_MODEL}"\ntasks = "tasks/train.jsonl"\n'
-        'checker = "numeric"\nepochs = 5\npatience = 2\nmax_actions = 3\ngate = "mcnemar"\nalpha = 0.1\n'
-        'python_tool = false\nconcurrency = 4\n')
-    def env_run(*a: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(git.command(a), cwd=path, check=True, capture_output=True)
+DEMO_IDENTITY = ("forgegit demo", "demo@forgegit.invalid")
 
-    env_run("init", "-q", "-b", "main")
-    env_run("-c", "user.name=forgegit demo", "-c", "user.email=demo@forgegit.invalid", "add", "-A")
-    env_run("-c", "user.name=forgegit demo", "-c", "user.email=demo@forgegit.invalid", "commit", "-q", "-m", "demo: an agent with one function")
-    env_run("config", "user.name", "forgegit demo")
-    env_run("config", "user.email", "demo@forgegit.invalid")
+
+def demo_files(tasks: Sequence[Mapping[str, str]] = TASKS, functions: Optional[Mapping[str, str]] = None, *,
+               model: str = AGENT_MODEL, optimizer_model: str = OPTIMIZER_MODEL, extra_config: str = "") -> dict[str, str]:
+    """The demo repository's files: functions/NAME.py for each function (default: `add`), the tasks, a forgegit.toml."""
+    files = {f"functions/{name}.py": code for name, code in (functions or {"add": BASE_FUNCTION}).items()}
+    files["tasks/train.jsonl"] = "".join(json.dumps(t) + "\n" for t in tasks)
+    files["forgegit.toml"] = (
+        f'model = "{model}"\noptimizer_model = "{optimizer_model}"\ntasks = "tasks/train.jsonl"\n'
+        'checker = "numeric"\nepochs = 5\npatience = 2\nmax_actions = 3\ngate = "mcnemar"\nalpha = 0.1\n'
+        'python_tool = false\nconcurrency = 4\n' + extra_config)
+    return files
+
+
+def make_repo(path: Path, files: Optional[Mapping[str, str]] = None, message: str = "demo: an agent with one function",
+              *, identity: Optional[tuple[str, str]] = DEMO_IDENTITY) -> Path:
+    """A git repository on branch main with files (default: the demo's) in one commit (none if empty), by identity if set."""
+    path.mkdir(parents=True, exist_ok=True)
+
+    def run(*a: str) -> None:
+        subprocess.run(git.command(a), cwd=path, check=True, capture_output=True)
+
+    run("init", "-q", "-b", "main")
+    if identity is not None:
+        run("config", "user.name", identity[0])
+        run("config", "user.email", identity[1])
+    files = demo_files() if files is None else files
+    for name, content in files.items():
+        p = path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+    if files:
+        run("add", "-A")
+        run("commit", "-q", "-m", message)
     return path
 
 

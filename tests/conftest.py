@@ -7,7 +7,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from forgegit.scripted import ScriptedServer
+from scripted_server import ScriptedServer
+
+from forgegit import demo
 
 # Deterministic commits, and no user config leaking into tests.
 _GIT_ENV = {
@@ -36,17 +38,8 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def make_repo(path: Path, files: dict[str, str] | None = None, message: str = "initial") -> Path:
-    """A git repository at path with files committed on branch main."""
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    for name, content in (files or {}).items():
-        p = path / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(content)
-    if files:
-        git(path, "add", "-A")
-        git(path, "commit", "-q", "-m", message)
-    return path
+    """A git repository at path with files committed on branch main by the test identity (forgegit.demo.make_repo)."""
+    return demo.make_repo(path, files or {}, message, identity=None)
 
 
 def run_outcome(repo: Path, branch: str) -> dict[str, object]:

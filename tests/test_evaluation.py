@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import git, make_repo
+from scripted_server import RawResponse
 
 from forgegit import demo
 from forgegit.cli import cli, main
-from forgegit.scripted import HTTPError, RawResponse, text, tool_calls
+from forgegit.scripted import HTTPError, text, tool_calls
 
 
 def eval_cli(*args: str) -> Any:

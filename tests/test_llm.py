@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from scripted_server import RawResponse
+
 from forgegit.cache import ResponseCache
 from forgegit.llm import LLM, Endpoint, LLMError
 from forgegit.ratelimit import AdaptiveLimiter
-from forgegit.scripted import HTTPError, RawResponse, text, tool_calls
+from forgegit.scripted import HTTPError, text, tool_calls
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -212,7 +214,7 @@ def test_a_context_length_error_names_the_setting_to_change(scripted: Any, role:
 
 # ------------------------------------------- against a scripted server with llama.cpp's quirks
 
-from forgegit.scripted import Quirks  # noqa: E402
+from scripted_server import Quirks  # noqa: E402
 
 
 def test_a_server_that_refuses_null_content_gets_none(scripted: Any) -> None:

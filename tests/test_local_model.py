@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from scripted_server import Quirks
+
 from forgegit import demo, history
 from forgegit.cli import cli
-from forgegit.scripted import Quirks
 
 
 def forgegit(*args: str) -> Any:

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import git
+from scripted_server import PromptCache
 
 from forgegit import demo, history
 from forgegit.cli import cli
@@ -22,7 +23,7 @@ from forgegit.cost import cost_of, reprice, usage_cost
 from forgegit.github import pr_title
 from forgegit.records import ModelTokens, Usage
 from forgegit.report import render_markdown, summary_table
-from forgegit.scripted import PromptCache, text, tool_calls
+from forgegit.scripted import text, tool_calls
 
 
 def forgegit(*args: str) -> Any:

@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import git, run_outcome
+from scripted_server import RawResponse
 
 from forgegit import demo, history, notes
-from forgegit.scripted import HTTPError, RawResponse, Reply, ScriptedServer, text, tool_calls
+from forgegit.scripted import HTTPError, Reply, ScriptedServer, text, tool_calls
 from forgegit.trainer import CRASH_ENV
 
 pytestmark = pytest.mark.faults

@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from forgegit.scripted import Quirks, text, tool_calls
+from scripted_server import Quirks
+
+from forgegit.scripted import text, tool_calls
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
@@ -75,3 +77,26 @@ def test_without_max_tokens_a_small_model_loops_until_the_limit(scripted: Any) -
     assert time.monotonic() - t0 >= 0.5
     _, body = post(server, {"model": "m", "messages": msg, "max_tokens": 64})
     assert body["choices"][0]["finish_reason"] == "stop" and body["choices"][0]["message"]["content"] == "Final answer: 4"
+
+
+def test_the_packaged_server_answers_replies_errors_and_a_broken_script_without_the_test_extras() -> None:
+    """`forgegit demo` and the examples run forgegit.scripted.ScriptedServer itself: each answer kind works there."""
+    from forgegit.scripted import HTTPError, ScriptedServer
+
+    def script(request: dict[str, Any]) -> Any:
+        said = request["messages"][-1]["content"]
+        if said == "boom":
+            raise RuntimeError("broken script")
+        return {"text": text("hi"), "error": HTTPError(429, {"error": {"message": "slow down"}}),
+                "raw": {"id": "x", "choices": []}}[said]
+
+    with ScriptedServer(script, model_ids=("m",)) as server:
+        ask = lambda said: post(server, {"model": "m", "messages": [{"role": "user", "content": said}]})  # noqa: E731
+        status, body = ask("text")
+        assert status == 200 and body["choices"][0]["message"]["content"] == "hi" and body["usage"]["total_tokens"] > 0
+        assert ask("error") == (429, {"error": {"message": "slow down"}})
+        assert ask("raw") == (200, {"id": "x", "choices": []})
+        status, body = ask("boom")
+        assert status == 500 and "broken script" in body["error"]["message"]
+        assert get(server.base_url + "/models")[1]["data"] == [{"id": "m", "object": "model"}]
+        assert server.calls == 4 and not hasattr(server, "max_in_flight")
