@@ -4,11 +4,14 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import ForgegitError
 from .records import ActionRecord, Comparison, EpochRecord, RunRecord, Usage
 from .workflow_commands import safe_text
+
+if TYPE_CHECKING:  # matplotlib is the optional `plot` extra: imported when a plot is drawn
+    from matplotlib.figure import Figure
 
 MARKER_PREFIX = "<!-- forgegit:run="
 FLIPS_OPEN_LIMIT = 5  # more flips than this are collapsed in <details>
@@ -182,7 +185,7 @@ def val_curve(run: RunRecord) -> list[tuple[int, float]]:
     return [(x, y) for x, y in points if y is not None]
 
 
-def figure(run: RunRecord) -> Any:
+def figure(run: RunRecord) -> Figure:
     """The learning curve as a matplotlib Figure: the training score the branch holds (a line), each
     epoch's tried score (a green dot kept, a red cross reverted, a grey dot for no edit), and the
     branch's validation score (a dashed line) when validation is a set of its own."""

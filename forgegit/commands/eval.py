@@ -127,7 +127,7 @@ def _merge(ws: Workspace, rev: str, tasks_path: str, files: tuple[str, ...]) -> 
     return merged
 
 
-def _shard_conversations(data: Any) -> list[dict[str, Any]]:
+def _shard_conversations(data: object) -> list[dict[str, Any]]:
     """The conversation records a shard file carries (`conversation_records`), each checked like a stored one."""
     out = []
     items = data.get(CONVERSATIONS_FIELD) if isinstance(data, dict) else None
