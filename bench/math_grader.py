@@ -72,8 +72,10 @@ class Case:
 
 
 def restyled(answer: str) -> list[str]:
-    """Presentation-only rewrites of a MATH answer (the same as tests/test_checkers_on_data.py's)."""
-    out = [answer.replace(r"\frac", r"\dfrac"), re.sub(r"\s*([,+=])\s*", r" \1 ", answer), f"  {answer} "]
+    """Presentation-only rewrites of a MATH answer (tests/test_checkers_on_data.py's, except that a thousands
+    separator is not spaced: `10 , \\!080` reads as a list, and refusing it is no fault)."""
+    spaced = re.sub(r"\s*([+=]|,(?!(?:\\!)?\s?\d{3}(?!\d)))\s*", r" \1 ", answer)
+    out = [answer.replace(r"\frac", r"\dfrac"), spaced, f"  {answer} "]
     if r"\sqrt[" not in answer and r"\left" not in answer:
         out.append(answer.replace("(", r"\left(").replace(")", r"\right)").replace("[", r"\left[").replace("]", r"\right]"))
     if re.fullmatch(r"-?\d+", answer):

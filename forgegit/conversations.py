@@ -279,15 +279,17 @@ def load(repo: Path, tree: str, task_ids: Optional[Iterable[str]] = None) -> dic
         contents: dict[str, bytes] = {}
         for task_id, name in wanted:
             oid = by_name.get(name)
-            found = objects.info(oid) if oid else None
-            if oid is None or found is None:
-                continue
-            if found[1] > READ_BLOB_BYTES:
-                _report(f"the conversation of task {safe_text(task_id, 60)} ({oid[:12]})",
-                        f"{found[1]:,} bytes, at most {READ_BLOB_BYTES:,}")
+            if oid is None:
                 continue
             if oid not in contents:
-                contents[oid] = objects.blob(oid, READ_BLOB_BYTES) or b""
+                body = objects.blob(oid, READ_BLOB_BYTES)
+                if body is None:
+                    found = objects.info(oid)  # missing (not fetched), or too large to read
+                    if found is not None and found[1] > READ_BLOB_BYTES:
+                        _report(f"the conversation of task {safe_text(task_id, 60)} ({oid[:12]})",
+                                f"{found[1]:,} bytes, at most {READ_BLOB_BYTES:,}")
+                    continue
+                contents[oid] = body
             readable.append((task_id, oid))
     out: dict[str, Conversation] = {}
     for task_id, oid in readable:
@@ -362,10 +364,6 @@ class PruneReport:
     removed_keys: list[str] = field(default_factory=list)
 
 
-def _tree_bytes(objects: git.Objects, tree: str) -> int:
-    return sum(found[1] for e in objects.entries(tree) if e.kind == "blob" and (found := objects.info(e.oid)))
-
-
 def _age_days(created: str, now: _dt.datetime) -> float:
     try:
         when = _dt.datetime.fromisoformat(created)
@@ -391,7 +389,9 @@ def prune(repo: Path, referenced: dict[str, str], *, older_than_days: Optional[f
 
     kept = {k: v for k, v in entries.items() if keep(k)}
     with git.Objects(repo) as objects:
-        sizes = {k: _tree_bytes(objects, v) for k, v in entries.items()}
+        blobs = {k: [e.oid for e in objects.entries(v) if e.kind == "blob"] for k, v in entries.items()}
+    size_of = git.blob_sizes(repo, [oid for oids in blobs.values() for oid in oids])
+    sizes = {k: sum(size_of.get(oid, 0) for oid in oids) for k, oids in blobs.items()}
     report = PruneReport(len(kept), len(entries) - len(kept), sum(sizes[k] for k in kept),
                          sum(sizes[k] for k in entries if k not in kept), 0, sorted(set(entries) - set(kept)))
     staging = git.state_dir(repo) / "trajectories"

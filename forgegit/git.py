@@ -1,6 +1,7 @@
 """git for forgegit: commands through the git CLI (hooks always off), objects read by id through GitPython."""
 from __future__ import annotations
 
+import binascii
 import os
 import subprocess
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from types import TracebackType
 from typing import Callable, Optional, Sequence
 
 import git as gitpython
+from git.objects.fun import tree_entries_from_data
 
 from .errors import ForgegitError
 
@@ -152,6 +154,21 @@ def _batch(repo: str | os.PathLike[str], option: str, oids: Sequence[str]) -> by
     return proc.stdout
 
 
+def blob_sizes(repo: str | os.PathLike[str], oids: Sequence[str]) -> dict[str, int]:
+    """{id: size in bytes} of the blobs among oids, in one `git cat-file --batch-check` (missing ids,
+    other kinds of object and ids that are not 40 hex digits are left out)."""
+    wanted = [o for o in dict.fromkeys(oids) if Objects._binary(o) is not None]
+    if not wanted:
+        return {}
+    sizes: dict[str, int] = {}
+    lines = _batch(repo, "--batch-check", wanted).decode("ascii", "replace").splitlines()
+    for oid, line in zip(wanted, lines):  # one line per id, in order: "<id> <type> <size>" or "<id> missing"
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == oid and parts[1] == "blob" and parts[2].isdigit():
+            sizes[oid] = int(parts[2])
+    return sizes
+
+
 def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int,
                too_large: Optional[Callable[[str, int], None]] = None) -> dict[str, bytes]:
     """{id: contents} of the blobs among oids of at most max_bytes each: sizes from one
@@ -160,13 +177,7 @@ def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int
     1.8 times slower at 3,000 notes (bench/git_reads.py). Missing ids, other kinds of object and larger
     blobs (each told to too_large with its size) are left out."""
     wanted = [o for o in dict.fromkeys(oids) if Objects._binary(o) is not None]
-    if not wanted:
-        return {}
-    sizes: dict[str, int] = {}
-    for line in _batch(repo, "--batch-check", wanted).decode("ascii", "replace").splitlines():
-        parts = line.split()  # "<id> <type> <size>", or "<id> missing"
-        if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit():
-            sizes[parts[0]] = int(parts[2])
+    sizes = blob_sizes(repo, wanted)
     for oid, size in sizes.items():
         if size > max_bytes and too_large is not None:
             too_large(oid, size)
@@ -183,7 +194,10 @@ def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int
             pos = end + 1
             continue
         size = int(header[2])
-        found[oid] = data[end + 1:end + 1 + size]
+        body = data[end + 1:end + 1 + size]
+        if len(body) != size:
+            break  # git stopped short: keep what was read whole
+        found[oid] = body
         pos = end + 1 + size + 1
     return found
 
@@ -198,19 +212,28 @@ class TreeEntry:
     mode: int
 
 
-_KINDS = {"blob": "blob", "tree": "tree", "submodule": "commit"}
+MAX_TREE_BYTES = 64 << 20  # a tree listing larger than this is not read (about 800,000 entries)
+_KINDS = {0o04: "tree", 0o10: "blob", 0o12: "blob", 0o16: "commit"}  # mode >> 12: a symlink is a blob
+# What GitPython raises on an object it cannot parse: a forged tree (a name aliasing .git, a bad mode,
+# cut short), a commit without a readable tree line, an object gone between two reads.
+_UNREADABLE = (ValueError, TypeError, AttributeError, KeyError, binascii.Error)
 
 
 class Objects:
     """Reads one repository's objects by id through GitPython, whose persistent `git cat-file` serves a
-    whole read (every note, every conversation of an evaluation) instead of one process per object.
+    whole read (an evaluation's conversations, a tree's entries) instead of one process per object.
 
-    Ids come from notes and refs anyone can push, so they are untrusted: a malformed or missing id
-    reads as absent (None, []), never as an error. Use it as a context manager (it stops the git processes)."""
+    Ids come from notes and refs anyone can push, so they are untrusted: a malformed or missing id, or
+    an object GitPython refuses to parse, reads as absent (None, []), never as an error. Ids are SHA-1
+    (40 hex digits), as GitPython's. Use it as a context manager (it stops the git processes)."""
 
     def __init__(self, repo: str | os.PathLike[str]) -> None:
-        # GitPython sets GIT_DIR for its git processes: one inherited from a hook is not followed.
         self._repo = gitpython.Repo(repo)
+        # GitPython sets GIT_DIR for its git processes; the object store is pinned too, so a hook's or
+        # a push quarantine's GIT_OBJECT_DIRECTORY / GIT_ALTERNATE_OBJECT_DIRECTORIES is not followed.
+        common = os.fspath(self._repo.common_dir)
+        self._repo.git.update_environment(GIT_COMMON_DIR=common, GIT_OBJECT_DIRECTORY=os.path.join(common, "objects"),
+                                          GIT_ALTERNATE_OBJECT_DIRECTORIES="")
 
     def __enter__(self) -> "Objects":
         return self
@@ -224,7 +247,8 @@ class Objects:
 
     @staticmethod
     def _binary(oid: str) -> Optional[bytes]:
-        if len(oid) not in (40, 64) or any(c not in "0123456789abcdef" for c in oid):
+        """oid as 20 bytes; None unless it is 40 lowercase hex digits (anything else git would resolve as a name)."""
+        if len(oid) != 40 or any(c not in "0123456789abcdef" for c in oid):
             return None
         return bytes.fromhex(oid)
 
@@ -235,24 +259,37 @@ class Objects:
             return None
         try:
             found = self._repo.odb.info(binary)
-        except ValueError:  # GitPython's "could not be resolved": missing
+        except _UNREADABLE:  # GitPython's "could not be resolved": missing
             return None
         return found.type.decode(), found.size
+
+    def _contents(self, oid: str) -> Optional[bytes]:
+        try:
+            data: bytes = self._repo.odb.stream(bytes.fromhex(oid)).read()
+        except _UNREADABLE:
+            return None
+        return data
 
     def blob(self, oid: str, max_bytes: int) -> Optional[bytes]:
         """The contents of a blob of at most max_bytes; None when it is missing, not a blob or larger."""
         found = self.info(oid)
         if found is None or found[0] != "blob" or found[1] > max_bytes:
             return None
-        data: bytes = self._repo.odb.stream(bytes.fromhex(oid)).read()
-        return data
+        return self._contents(oid)
 
-    def entries(self, oid: str) -> list[TreeEntry]:
-        """The entries of a tree, or of a commit's tree; [] when oid is neither."""
+    def entries(self, oid: str, max_bytes: int = MAX_TREE_BYTES) -> list[TreeEntry]:
+        """The entries of a tree, or of a commit's tree; [] when oid is neither, or its tree is larger than
+        max_bytes or cannot be parsed."""
         found = self.info(oid)
         if found is None or found[0] not in ("tree", "commit"):
             return []
-        binary = bytes.fromhex(oid)
-        tree = (gitpython.Commit(self._repo, binary).tree if found[0] == "commit"
-                else gitpython.Tree(self._repo, binary, path=""))
-        return [TreeEntry(e.name, _KINDS.get(e.type, e.type), e.hexsha, e.mode) for e in tree]
+        try:
+            tree = (gitpython.Commit(self._repo, bytes.fromhex(oid)).tree.hexsha if found[0] == "commit" else oid)
+            size = self.info(tree)
+            if size is None or size[1] > max_bytes:
+                return []
+            data = self._contents(tree)
+            raw = tree_entries_from_data(data) if data is not None else []
+        except _UNREADABLE:
+            return []
+        return [TreeEntry(name, _KINDS.get(mode >> 12, "unknown"), binsha.hex(), mode) for binsha, mode, name in raw]

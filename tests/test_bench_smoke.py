@@ -117,6 +117,8 @@ def test_git_reads() -> None:
     """bench/git_reads.py reads the same notes and conversations with today's forgegit and the baseline's,
     and prints both times, their ratio and why every note is read in bulk."""
     out = run_bench("git_reads.py")
+    if "git_reads: skipped:" in out:  # a shallow clone (actions/checkout's default) lacks the baseline revision
+        pytest.skip("the baseline revision is not in this checkout's history")
     assert "| read | f542cfc (by hand) ms | today (GitPython) ms | today / f542cfc | same data |" in out
     assert "| NO |" not in out and out.count("| yes |") == 4  # both read the same data
     assert "every note's bytes, today: git.read_blobs" in out and "target: same data" in out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,57 @@ def test_many_blobs_read_at_once_skip_what_is_missing_or_too_large(tmp_path: Pat
                          lambda oid, size: told.append((oid, size)))
     assert got == {small: GOOD.encode()} and told == [(big, 5000)]
     assert git.read_blobs(repo, [], 1000) == {} and git.read_blobs(repo, ["0" * 40], 1000) == {}
+
+
+def _forged_tree(repo: Path, entries: list[tuple[bytes, bytes, str]]) -> str:
+    """A tree object written byte by byte (git's own checks skipped), as a push with fsck off can bring."""
+    data = b"".join(mode + b" " + name + b"\0" + bytes.fromhex(oid) for mode, name, oid in entries)
+    proc = subprocess.run(["git", "hash-object", "-t", "tree", "-w", "--literally", "--stdin"], cwd=repo,
+                          input=data, capture_output=True, check=True)
+    return proc.stdout.decode().strip()
+
+
+def test_forged_trees_read_as_absent_or_list_their_entries(tmp_path: Path) -> None:
+    """A conversations tree pushed by someone else may hold a submodule, a name aliasing .git or a bad mode:
+    forgegit lists what it can (a submodule is a "commit" entry) or reads the tree as absent, never a traceback."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    blob = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    with_submodule = _forged_tree(repo, [(b"100644", b"a.json", blob), (b"160000", b"sub", "1" * 40)])
+    aliasing = _forged_tree(repo, [(b"100644", b".git", blob)])
+    bad_mode = _forged_tree(repo, [(b"70000", b"x.json", blob)])
+    with git.Objects(repo) as objects:
+        listed = [(e.name, e.kind) for e in objects.entries(with_submodule)]
+        assert listed == [("a.json", "blob"), ("sub", "commit")]
+        assert objects.entries(aliasing) == [] and objects.entries(bad_mode) == []
+        assert objects.entries(with_submodule, max_bytes=10) == []  # larger than the caller allows
+
+
+def test_a_commit_whose_tree_is_missing_lists_nothing(tmp_path: Path) -> None:
+    """A conversations ref pointing at a commit whose tree was never fetched reads as empty."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    data = f"tree {'2' * 40}\nauthor a <a@b> 0 +0000\ncommitter a <a@b> 0 +0000\n\nforged\n".encode()
+    commit = subprocess.run(["git", "hash-object", "-t", "commit", "-w", "--literally", "--stdin"], cwd=repo,
+                            input=data, capture_output=True, check=True).stdout.decode().strip()
+    with git.Objects(repo) as objects:
+        assert objects.info(commit) is not None and objects.entries(commit) == []
+
+
+def test_an_id_that_names_a_ref_is_not_resolved_as_one(tmp_path: Path) -> None:
+    """A 64-digit "id" in a SHA-1 repository is a valid ref name to git: forgegit never follows it to that ref."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    name = "f" * 64
+    sh_git(repo, "tag", name, sh_git(repo, "rev-parse", "HEAD:functions/add.py"))
+    with git.Objects(repo) as objects:
+        assert objects.info(name) is None and objects.blob(name, 1 << 20) is None
+    assert git.read_blobs(repo, [name], 1 << 20) == {}
+
+
+def test_object_reads_ignore_an_object_directory_inherited_from_a_hook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a hook or a push quarantine (GIT_OBJECT_DIRECTORY set elsewhere), reads use the repository's own objects."""
+    repo = make_repo(tmp_path / "repo", {"functions/add.py": GOOD})
+    other = make_repo(tmp_path / "other", {"functions/other.py": GOOD.replace("add", "other")})
+    blob = sh_git(repo, "rev-parse", "HEAD:functions/add.py")
+    monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(other / ".git" / "objects"))
+    with git.Objects(repo) as objects:
+        assert objects.blob(blob, 1 << 20) == GOOD.encode()

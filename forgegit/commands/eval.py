@@ -6,10 +6,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
-from click._termui_impl import ProgressBar
 
 from .. import conversations, git, notes, safejson
 from ..cost import reprice
@@ -20,6 +19,9 @@ from ..records import EvalResult, TaskResult, Usage, parse
 from ..tasks import TaskSet
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
+
+if TYPE_CHECKING:  # click's progress bar class is private: named for the type checker only
+    from click._termui_impl import ProgressBar
 from ._sandbox import announce_sandbox
 
 CONVERSATIONS_FIELD = "conversation_records"  # in a shard file (`--out`): the conversations it recorded
