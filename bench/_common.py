@@ -35,10 +35,11 @@ BENCH_IDENTITY = ("forgegit bench", "bench@forgegit.invalid")
 GIT_ID = ("-c", f"user.name={BENCH_IDENTITY[0]}", "-c", f"user.email={BENCH_IDENTITY[1]}")
 
 
-def machine() -> str:
-    server = "scripted server with TCP_NODELAY, backlog 256"
-    return (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {server}")
+def machine(server: bool = True) -> str:
+    """When and where a bench ran (and, for those that use one, the scripted server's settings)."""
+    line = (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
+    return line + ", scripted server with TCP_NODELAY, backlog 256" if server else line
 
 
 # ------------------------------------------------------------------ tasks and repositories

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "f542cfc"  # reads by hand-parsed `git cat-file --batch` and `ls-tree` output
@@ -82,27 +82,30 @@ def build(repo: Path, notes: int, evaluations: int, tasks: int) -> dict[str, str
     return trees
 
 
+def digest(value: object) -> str:
+    """A short hash of what a read returned: "same data" compares contents, not counts."""
+    if isinstance(value, dict) and all(isinstance(v, bytes) for v in value.values()):
+        value = {k: hashlib.sha256(v).hexdigest() for k, v in value.items()}
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
 def measure(repo: Path, tree: str, referenced: dict[str, str]) -> dict[str, object]:
     """Time the reads with whichever forgegit is first on sys.path (run in a fresh interpreter)."""
     from forgegit import conversations, git, notes
     ids = [f"task-{t:03d}" for t in range(25)]
-    def digest(value: object) -> str:  # "same data" compares contents, not counts
-        return hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
-
-    reads = {
-        "all_notes": lambda: (notes._parsed.clear(), digest(notes.all_notes(repo)))[1],
-        "conversations.load": lambda: digest(conversations.load(repo, tree, ids)),
-        "conversations.prune (sizes)": lambda: digest(conversations.prune(repo, referenced, dry_run=True).kept_bytes),
-        "read_functions": lambda: digest({k: v.decode() for k, v in git.read_functions(repo, "HEAD").items()}),
+    reads: dict[str, Callable[[], object]] = {
+        "all_notes": lambda: (notes._parsed.clear(), notes.all_notes(repo))[1],
+        "conversations.load": lambda: conversations.load(repo, tree, ids),
+        "conversations.prune (sizes)": lambda: conversations.prune(repo, referenced, dry_run=True).kept_bytes,
+        "read_functions": lambda: {k: v.decode() for k, v in git.read_functions(repo, "HEAD").items()},
     }
     if hasattr(git, "Objects"):  # today only: why all_notes reads in bulk (git.read_blobs), not by GitPython
         listing = git.out(["notes", "--ref", notes.NOTES_REF, "list"], repo).split()[0::2]
 
-        def one_by_one() -> str:
+        def one_by_one() -> dict[str, bytes]:
             with git.Objects(repo) as objects:
-                return digest({blob: (objects.blob(blob, notes.MAX_NOTE_BYTES) or b"").decode() for blob in listing})
-        reads["note bytes, git.read_blobs (2 processes)"] = lambda: digest(
-            {k: v.decode() for k, v in git.read_blobs(repo, listing, notes.MAX_NOTE_BYTES).items()})
+                return {blob: objects.blob(blob, notes.MAX_NOTE_BYTES) or b"" for blob in listing}
+        reads["note bytes, git.read_blobs (2 processes)"] = lambda: git.read_blobs(repo, listing, notes.MAX_NOTE_BYTES)
         reads["note bytes, one GitPython read each"] = one_by_one
     out: dict[str, object] = {"module": str(Path(notes.__file__).parent)}
     for name, read in reads.items():
@@ -111,7 +114,7 @@ def measure(repo: Path, tree: str, referenced: dict[str, str]) -> dict[str, obje
             t0 = time.perf_counter()
             value = read()
             times.append(time.perf_counter() - t0)
-        out[name] = {"s": statistics.median(times), "value": value}
+        out[name] = {"s": statistics.median(times), "value": digest(value)}  # digested untimed
     return out
 
 

@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import machine, table  # noqa: E402
+from _common import machine, table  # noqa: E402  (it also puts tests/ on sys.path)
+from math_restyle import restyled  # noqa: E402
 from forgegit.checkers import check_gsm8k, check_math, cut_off_verdict, gsm8k_expected  # noqa: E402
 from forgegit.tasks import Task, load_tasks  # noqa: E402
 
@@ -71,24 +71,6 @@ class Case:
     cut_off: bool = False
 
 
-def restyled(answer: str) -> list[str]:
-    """Presentation-only rewrites of a MATH answer (tests/test_checkers_on_data.py's, except that a thousands
-    separator is not spaced: `10 , \\!080` reads as a list, and refusing it is no fault)."""
-    spaced = re.sub(r"\s*([+=]|,(?!(?:\\!)?\s?\d{3}(?!\d)))\s*", r" \1 ", answer)
-    out = [answer.replace(r"\frac", r"\dfrac"), spaced, f"  {answer} "]
-    if r"\sqrt[" not in answer and r"\left" not in answer:
-        out.append(answer.replace("(", r"\left(").replace(")", r"\right)").replace("[", r"\left[").replace("]", r"\right]"))
-    if re.fullmatch(r"-?\d+", answer):
-        out += [f"{int(answer):,}", answer + ".0"]
-    m = re.fullmatch(r"(-?)\\frac\{?(\d+)\}?\{?(\d+)\}?", answer)
-    if m:
-        value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
-        out.append(f"{value.numerator}/{value.denominator}")
-        if len(str(float(value))) < 12 and Fraction(str(float(value))) == value:
-            out.append(str(float(value)))
-    return [v for v in out if v != answer]
-
-
 def same_text(a: str, b: str) -> bool:
     """Two gold answers that are the same spelling (3 and 3, 5 and x=5): a shifted pair that may pass."""
     return re.sub(r"^x\s*=\s*", "", a) == re.sub(r"^x\s*=\s*", "", b)
@@ -103,7 +85,7 @@ def cases(n: int) -> list[Case]:
         uid = str(t.fields["unique_id"])
         out.append(Case("solution", uid, str(t.fields["solution"]), t.answer, True))
         out.append(Case("stated", uid, f"So the final answer is ${t.answer}$.", t.answer, True))
-        for v in restyled(t.answer):
+        for v in restyled(t.answer, space_thousands=False):
             out += [Case("restyled", uid, f"Thus \\boxed{{{v}}}.", t.answer, True),
                     Case("restyled", uid, f"So the final answer is ${v}$.", t.answer, True)]
         a = t.answer
@@ -246,7 +228,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs each timeout and parse failure
     all_cases = cases(n)
-    print(f"# math_grader: {n} MATH-500 problems, {len(all_cases)} replies; {machine()}; "
+    print(f"# math_grader: {n} MATH-500 problems, {len(all_cases)} replies; {machine(server=False)}; "
           f"math-verify {version('math-verify')}, latex2sympy2_extended {version('latex2sympy2_extended')}, "
           f"sympy {version('sympy')}, antlr4 {version('antlr4-python3-runtime')}")
     graders: dict[str, Judge] = {"forgegit": forgegit_judge, "math-verify": math_verify_judge}

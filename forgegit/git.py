@@ -174,7 +174,7 @@ def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int
     """{id: contents} of the blobs among oids of at most max_bytes each: sizes from one
     `git cat-file --batch-check`, then the contents from one `git cat-file --batch` (a forged huge blob
     is never loaded). For many objects at once (every note): GitPython reads one object per round trip,
-    1.8 times slower at 3,000 notes (bench/git_reads.py). Missing ids, other kinds of object and larger
+    1.7 times slower at 3,000 notes (bench/git_reads.py). Missing ids, other kinds of object and larger
     blobs (each told to too_large with its size) are left out."""
     wanted = [o for o in dict.fromkeys(oids) if Objects._binary(o) is not None]
     sizes = blob_sizes(repo, wanted)
@@ -204,7 +204,7 @@ def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int
 
 @dataclass(frozen=True)
 class TreeEntry:
-    """One entry of a git tree: kind is "blob", "tree" or "commit" (a submodule)."""
+    """One entry of a git tree: kind is "blob" (a file or a symlink), "tree", or "commit" (a submodule)."""
 
     name: str
     kind: str
@@ -286,7 +286,7 @@ class Objects:
         try:
             tree = (gitpython.Commit(self._repo, bytes.fromhex(oid)).tree.hexsha if found[0] == "commit" else oid)
             size = self.info(tree)
-            if size is None or size[1] > max_bytes:
+            if size is None or size[0] != "tree" or size[1] > max_bytes:
                 return []
             data = self._contents(tree)
             raw = tree_entries_from_data(data) if data is not None else []

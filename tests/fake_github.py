@@ -23,6 +23,14 @@ from typing import Any, Optional
 DOCS = "https://docs.github.com/rest"
 
 
+def bare_origin(repo: Path, origin: Path) -> Path:
+    """A bare repository at origin, added to repo as its `origin` remote, with repo's main pushed to it."""
+    for args, cwd in ((["init", "-q", "--bare", "-b", "main", str(origin)], origin.parent),
+                      (["remote", "add", "origin", str(origin)], repo), (["push", "-q", "origin", "main"], repo)):
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+    return origin
+
+
 @dataclass
 class Request:
     method: str
@@ -112,6 +120,11 @@ class FakeGitHub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def env(self) -> dict[str, str]:
+        """The variables a workflow step gets, pointing forgegit at this fake."""
+        return {"GITHUB_API_URL": self.api_url, "GITHUB_SERVER_URL": self.server_url,
+                "GITHUB_REPOSITORY": self.repository, "GITHUB_TOKEN": self.token}
 
     def fail(self, mode: Optional[str], only: Optional[str] = None) -> None:
         """Answer every request (or only those whose 'METHOD /path' starts with `only`) with a failure."""

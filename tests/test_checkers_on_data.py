@@ -5,10 +5,11 @@ import hashlib
 import importlib.util
 import json
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
+from math_restyle import restyled
 
 from forgegit.checkers import get_checker, gsm8k_expected, parse_number
 from forgegit.config import parse_config
@@ -50,22 +51,6 @@ def test_every_math500_answer_restated_in_prose_is_judged_equal() -> None:
     check = get_checker("math")
     failed = [t.fields["unique_id"] for t in math_tasks() if not check(f"So the final answer is ${t.answer}$.", t).passed]
     assert failed == []
-
-
-def restyled(answer: str) -> list[str]:
-    """Presentation-only rewrites of a MATH answer: \\dfrac, spacing, \\left/\\right, 1,000, 12.0, a/b, decimals."""
-    out = [answer.replace(r"\frac", r"\dfrac"), re.sub(r"\s*([,+=])\s*", r" \1 ", answer), f"  {answer} "]
-    if r"\sqrt[" not in answer and r"\left" not in answer:
-        out.append(answer.replace("(", r"\left(").replace(")", r"\right)").replace("[", r"\left[").replace("]", r"\right]"))
-    if re.fullmatch(r"-?\d+", answer):
-        out += [f"{int(answer):,}", answer + ".0"]
-    m = re.fullmatch(r"(-?)\\frac\{?(\d+)\}?\{?(\d+)\}?", answer)
-    if m:
-        value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
-        out.append(f"{value.numerator}/{value.denominator}")
-        if len(str(float(value))) < 12 and Fraction(str(float(value))) == value:
-            out.append(str(float(value)))
-    return [v for v in out if v != answer]
 
 
 def test_math500_answers_restyled_are_still_judged_equal() -> None:

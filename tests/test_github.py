@@ -12,7 +12,7 @@ import pytest
 
 import forgegit
 from conftest import git, make_repo
-from fake_github import FakeGitHub, reset_time_text
+from fake_github import FakeGitHub, bare_origin, reset_time_text
 from forgegit import actions_env
 from forgegit.cli import main
 from forgegit.errors import ForgegitError
@@ -462,14 +462,10 @@ def test_demo_run_is_pushed_and_opened_through_real_history(
     proc = subprocess.run([sys.executable, "-m", "forgegit", "demo", "--dir", str(demo)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(demo, "remote", "add", "origin", str(origin))
-    git(demo, "push", "-q", "origin", "main")
+    origin = bare_origin(demo, tmp_path / "origin.git")
     with FakeGitHub(REPOSITORY, token=TOKEN, origin=origin) as gh:
         monkeypatch.chdir(demo)
-        for k, v in {"GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
-                     "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_TOKEN": TOKEN}.items():
+        for k, v in gh.env().items():
             monkeypatch.setenv(k, v)
         code, out, err = cli(capsys, "pr")
         assert code == 0, err

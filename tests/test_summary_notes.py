@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from fake_github import FakeGitHub
+from fake_github import FakeGitHub, bare_origin
 
 from forgegit.cli import main
 from forgegit.summary import LIMIT, summary_line
@@ -65,14 +65,10 @@ def test_a_hostile_note_still_gives_one_defused_summary_line() -> None:
 def test_pr_pushes_the_summary_notes_with_the_data_notes(
         demo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """After `forgegit pr`, origin has refs/notes/forgegit-summary too, so a clone's `git log` reads it."""
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(demo_repo, "remote", "add", "origin", str(origin))
-    git(demo_repo, "push", "-q", "origin", "main")
+    origin = bare_origin(demo_repo, tmp_path / "origin.git")
     with FakeGitHub(REPOSITORY, token=TOKEN, origin=origin) as gh:
         monkeypatch.chdir(demo_repo)
-        for k, v in {"GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
-                     "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_TOKEN": TOKEN}.items():
+        for k, v in gh.env().items():
             monkeypatch.setenv(k, v)
         main(["pr"])
         assert "opened pull request #1" in capsys.readouterr().out
