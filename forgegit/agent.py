@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
-from .chat import Message, ToolSchema
 from . import safejson
+from .chat import Message, ToolSchema
 from .errors import ForgegitError
 from .llm import LLM, TASK_FAILURES, ChatResult, LLMError
 from .records import Usage

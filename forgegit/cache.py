@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .chat import Message, ToolSchema
 from . import safejson
+from .chat import Message, ToolSchema
 from .errors import ForgegitError
 
 BUSY_TIMEOUT_S = 30.0

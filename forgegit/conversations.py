@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .chat import Conversation, Message
 from . import git, safejson
+from .chat import Conversation, Message
 from .workflow_commands import safe_text
 
 REF = "refs/forgegit/conversations"

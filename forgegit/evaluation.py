@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
-from .chat import Conversation
 from . import conversations, git, notes, safejson
 from .agent import CUT_OFF, AgentContext, Toolbox, Trajectory, load_agent, run_agent
+from .chat import Conversation
 from .checkers import cut_off_verdict, get_checker
 from .config import Settings
 from .functions import FunctionFileError, load_specs

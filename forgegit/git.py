@@ -148,6 +148,13 @@ def branch_exists(repo: str | os.PathLike[str], branch: str) -> bool:
     return run(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0
 
 
+def _sha1(oid: str) -> Optional[bytes]:
+    """oid as 20 bytes; None unless it is 40 lowercase hex digits (anything else git would resolve as a name)."""
+    if len(oid) != 40 or any(c not in "0123456789abcdef" for c in oid):
+        return None
+    return bytes.fromhex(oid)
+
+
 def _batch(repo: str | os.PathLike[str], option: str, oids: Sequence[str]) -> bytes:
     proc = subprocess.run(command(["cat-file", option]), cwd=repo, input=("\n".join(oids) + "\n").encode(),
                           capture_output=True, env=clean_env())
@@ -157,7 +164,7 @@ def _batch(repo: str | os.PathLike[str], option: str, oids: Sequence[str]) -> by
 def blob_sizes(repo: str | os.PathLike[str], oids: Sequence[str]) -> dict[str, int]:
     """{id: size in bytes} of the blobs among oids, in one `git cat-file --batch-check` (missing ids,
     other kinds of object and ids that are not 40 hex digits are left out)."""
-    wanted = [o for o in dict.fromkeys(oids) if Objects._binary(o) is not None]
+    wanted = [o for o in dict.fromkeys(oids) if _sha1(o) is not None]
     if not wanted:
         return {}
     sizes: dict[str, int] = {}
@@ -176,12 +183,11 @@ def read_blobs(repo: str | os.PathLike[str], oids: Sequence[str], max_bytes: int
     is never loaded). For many objects at once (every note): GitPython reads one object per round trip,
     1.7 times slower at 3,000 notes (bench/git_reads.py). Missing ids, other kinds of object and larger
     blobs (each told to too_large with its size) are left out."""
-    wanted = [o for o in dict.fromkeys(oids) if Objects._binary(o) is not None]
-    sizes = blob_sizes(repo, wanted)
+    sizes = blob_sizes(repo, oids)  # in the order of oids, valid ids only
     for oid, size in sizes.items():
         if size > max_bytes and too_large is not None:
             too_large(oid, size)
-    small = [o for o in wanted if sizes.get(o, max_bytes + 1) <= max_bytes]
+    small = [o for o, size in sizes.items() if size <= max_bytes]
     if not small:
         return {}
     data, pos, found = _batch(repo, "--batch", small), 0, {}
@@ -245,16 +251,9 @@ class Objects:
     def close(self) -> None:
         self._repo.close()
 
-    @staticmethod
-    def _binary(oid: str) -> Optional[bytes]:
-        """oid as 20 bytes; None unless it is 40 lowercase hex digits (anything else git would resolve as a name)."""
-        if len(oid) != 40 or any(c not in "0123456789abcdef" for c in oid):
-            return None
-        return bytes.fromhex(oid)
-
     def info(self, oid: str) -> Optional[tuple[str, int]]:
         """(type, size in bytes) of the object, or None when it is not in the repository."""
-        binary = self._binary(oid)
+        binary = _sha1(oid)
         if binary is None:
             return None
         try:

@@ -18,9 +18,9 @@ try:  # openai >= 3 sends requests through httpx2, earlier versions through http
 except ImportError:  # pragma: no cover
     from httpx import Response as _HTTP_RESPONSE  # type: ignore[no-redef, import-not-found, unused-ignore]
 
-from .chat import Message, ToolSchema
 from . import safejson
 from .cache import ResponseCache
+from .chat import Message, ToolSchema
 from .cost import cost_of
 from .errors import ForgegitError
 from .ratelimit import AdaptiveLimiter

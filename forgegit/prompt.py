@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from .chat import Conversation, Message, ToolSchema
 from . import attempts as attempts_mod, selection
 from .attempts import Attempt
+from .chat import Conversation, Message, ToolSchema
 from .function_files import file_name
 from .functions import load_specs
 from .llm import LLM

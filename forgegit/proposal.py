@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
-from .chat import Conversation, Message
 from . import safejson
 from .attempts import Attempt, files_key, tried_reason
+from .chat import Conversation, Message
 from .errors import ForgegitError
 from .function_files import Action, action_record, apply_actions, file_name, name_problem
 from .functions import check_source, size_problem, total_size_problem

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .chat import ToolSchema
 from . import git, notes
 from .agent import Toolbox as AgentToolbox
 from .agent import _omittable_without_default
+from .chat import ToolSchema
 from .config import Settings
 from .errors import ForgegitError
 from .evaluation import sandbox_limits

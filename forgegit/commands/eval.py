@@ -19,10 +19,10 @@ from ..records import EvalResult, TaskResult, Usage, parse
 from ..tasks import TaskSet
 from ..workspace import Workspace, is_terminal
 from ._options import agent_options
+from ._sandbox import announce_sandbox
 
 if TYPE_CHECKING:  # click's progress bar class is private: named for the type checker only
     from click._termui_impl import ProgressBar
-from ._sandbox import announce_sandbox
 
 CONVERSATIONS_FIELD = "conversation_records"  # in a shard file (`--out`): the conversations it recorded
 
